@@ -1,0 +1,151 @@
+"""Pluggable array backends: numpy, numba, jax and torch behind one interface.
+
+``create_backend()`` returns the best installed backend (torch > jax > numpy);
+``MFG_PDE_BACKEND=<name>`` overrides that choice. Backend modules are imported
+only when a backend is created, so ``import mfg_pde`` never imports jax or torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+from typing import Any
+
+from mfg_pde.backends._base import CAPABILITIES, BaseBackend
+
+__all__ = [
+    "BackendNotAvailableError",
+    "BaseBackend",
+    "CAPABILITIES",
+    "available_backends",
+    "create_backend",
+]
+
+logger = logging.getLogger(__name__)
+
+#: name -> (module, class, the library it needs, the pip extra that installs it)
+_REGISTRY: dict[str, tuple[str, str, str, str]] = {
+    "numpy": ("mfg_pde.backends._numpy", "NumpyBackend", "numpy", ""),
+    "numba": ("mfg_pde.backends._numba", "NumbaBackend", "numba", "numba"),
+    "jax": ("mfg_pde.backends._jax", "JAXBackend", "jax", "jax"),
+    "torch": ("mfg_pde.backends._torch", "TorchBackend", "torch", "torch"),
+}
+
+#: Auto-selection order. numba is never auto-selected: it is an explicit choice.
+AUTO_ORDER = ("torch", "jax", "numpy")
+
+#: Environment variable that overrides auto-selection.
+ENV_VAR = "MFG_PDE_BACKEND"
+
+
+class BackendNotAvailableError(ImportError):
+    """A known backend whose library is not installed; the message names the pip extra."""
+
+
+def _is_installed(library: str) -> bool:
+    """Whether ``library`` can be imported (without importing it). Tests patch this."""
+    return importlib.util.find_spec(library) is not None
+
+
+def _instantiate(name: str) -> BaseBackend:
+    module, cls, library, extra = _REGISTRY[name]
+    if not _is_installed(library):
+        raise BackendNotAvailableError(
+            f"backend {name!r} needs {library}, which is not installed; "
+            f'install it with: pip install "mfg_pde[{extra}]"'
+        )
+    try:
+        backend_cls = getattr(importlib.import_module(module), cls)
+    except ImportError as err:
+        raise BackendNotAvailableError(
+            f"backend {name!r} could not import {library} ({err}); "
+            f'reinstall it with: pip install "mfg_pde[{extra}]"'
+        ) from err
+    return backend_cls()
+
+
+def _check_name(name: str) -> str:
+    key = name.strip().lower()
+    if key not in _REGISTRY:
+        raise ValueError(
+            f"unknown backend {name!r}; valid names: {', '.join(_REGISTRY)} (or None for automatic)"
+        )
+    return key
+
+
+def create_backend(backend: str | BaseBackend | None = None) -> BaseBackend:
+    """Return a backend instance.
+
+    Parameters
+    ----------
+    backend : str, BaseBackend or None
+        A name ("numpy", "numba", "jax", "torch"), an instance (returned as is), or
+        None for automatic selection: ``$MFG_PDE_BACKEND`` if set, else the first
+        installed of torch > jax > numpy. The choice is logged at INFO.
+
+    Raises
+    ------
+    ValueError
+        Unknown name; the message lists the valid names.
+    BackendNotAvailableError
+        Known name whose library is not installed; the message names the extra.
+    """
+    if isinstance(backend, BaseBackend):
+        return backend
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(
+            f"backend must be a name, a BaseBackend or None, got {type(backend).__name__}"
+        )
+    if backend is None:
+        override = os.environ.get(ENV_VAR, "").strip()
+        if override:
+            name = _check_name(override)
+            logger.info("mfg_pde backend %r chosen by $%s", name, ENV_VAR)
+            return _instantiate(name)
+        for name in AUTO_ORDER:
+            if _is_installed(_REGISTRY[name][2]):
+                instance = _instantiate(name)
+                logger.info(
+                    "mfg_pde backend %r selected automatically (order: %s), device %s",
+                    name,
+                    " > ".join(AUTO_ORDER),
+                    instance.device,
+                )
+                return instance
+        raise BackendNotAvailableError("no backend available: numpy is not importable")
+    return _instantiate(_check_name(backend))
+
+
+def available_backends() -> dict[str, dict[str, Any]]:
+    """What is installed, which version, and on which devices each backend would run.
+
+    Returns ``{name: {"installed": bool, "version": str | None, "devices": [str],
+    "extra": str}}``. Importing a library to list its devices happens here, not at
+    ``import mfg_pde``.
+    """
+    info: dict[str, dict[str, Any]] = {}
+    for name, (_, _, library, extra) in _REGISTRY.items():
+        entry: dict[str, Any] = {"installed": False, "version": None, "devices": [], "extra": extra}
+        if _is_installed(library):
+            try:
+                mod = importlib.import_module(library)
+                entry.update(installed=True, version=getattr(mod, "__version__", None))
+                entry["devices"] = _devices(name, mod)
+            except ImportError as err:  # installed but broken: say so rather than hide it
+                entry["error"] = str(err)
+        info[name] = entry
+    return info
+
+
+def _devices(name: str, mod: Any) -> list[str]:
+    if name == "jax":
+        return [f"{d.platform}:{d.id}" for d in mod.devices()]
+    if name == "torch":
+        devices = [f"cuda:{i}" for i in range(mod.cuda.device_count())]
+        mps = getattr(mod.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            devices.append("mps")
+        return [*devices, "cpu"]
+    return ["cpu"]

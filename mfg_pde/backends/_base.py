@@ -1,0 +1,434 @@
+"""The abstract backend: every operation that differs between array libraries.
+
+Solver code computes through ``backend.xp`` (an Array-API namespace) and the
+methods of :class:`BaseBackend`; it never calls numpy, scipy, jax or torch
+itself. Methods that can be written once on the Array API live here; each
+backend overrides only what its library does natively and better.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Capabilities every backend answers in :meth:`BaseBackend.has_capability`.
+CAPABILITIES = ("parallel_kde", "jit_compilation", "kernel_fusion", "low_latency", "gpu")
+
+#: Kernel support in units of the bandwidth: exp(-KDE_CUTOFF**2 / 2) ~ 1.3e-14, so
+#: particles farther than this from every grid point contribute below round-off.
+KDE_CUTOFF = 8.0
+
+#: Default bound of the binning error, relative to the kernel's peak value (see
+#: :meth:`BaseBackend.gaussian_kde`). 2D is looser because the fine grid is squared.
+BINNING_RTOL = {1: 1e-6, 2: 1e-4}
+
+#: Largest fine binning grid (points over all axes) the binned KDE will build.
+MAX_BINNING_POINTS = 2**24
+
+
+class BaseBackend(abc.ABC):
+    """Array operations for the solvers, implemented natively by each library.
+
+    Attributes
+    ----------
+    name : str
+        Registry name ("numpy", "numba", "jax", "torch").
+    xp : module
+        Array-API namespace; ``array_module`` is the same object.
+    device : str
+        Where arrays live ("cpu", "cuda:0", "mps", "gpu:0").
+    dtype :
+        The namespace's float64 (float32 only on devices without float64, with a warning).
+    """
+
+    name: str = "abstract"
+
+    def __init__(self) -> None:
+        self.xp = self._namespace()
+
+    # -- identity -----------------------------------------------------------------
+    @abc.abstractmethod
+    def _namespace(self) -> Any:
+        """Return the Array-API namespace of this backend."""
+
+    @property
+    def array_module(self) -> Any:
+        """Alias of :attr:`xp`."""
+        return self.xp
+
+    @property
+    def dtype(self) -> Any:
+        return self.xp.float64
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def eps(self) -> float:
+        """Machine epsilon of :attr:`dtype`."""
+        return float(self.xp.finfo(self.dtype).eps)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={self.device!r})"
+
+    # -- creation and transfer --------------------------------------------------------
+    def zeros(self, shape: int | Sequence[int]) -> Any:
+        return self.xp.zeros(shape, dtype=self.dtype)
+
+    def ones(self, shape: int | Sequence[int]) -> Any:
+        return self.xp.ones(shape, dtype=self.dtype)
+
+    def array(self, obj: Any) -> Any:
+        """Make a float array of :attr:`dtype` on :attr:`device` from any array-like."""
+        if self.is_array(obj):
+            return self.xp.astype(obj, self.dtype)
+        return self.from_numpy(np.asarray(obj, dtype=np.float64))
+
+    @abc.abstractmethod
+    def from_numpy(self, arr: np.ndarray) -> Any:
+        """Copy a NumPy array to this backend (as :attr:`dtype`, on :attr:`device`)."""
+
+    @abc.abstractmethod
+    def to_numpy(self, arr: Any) -> np.ndarray:
+        """Copy an array of this backend to a NumPy array on the host."""
+
+    @abc.abstractmethod
+    def is_array(self, obj: Any) -> bool:
+        """Whether ``obj`` is an array of this backend's library."""
+
+    # -- differential operators and interpolation -------------------------------------------
+    def gradient(self, f: Any, dx: float, axis: int = -1) -> Any:
+        """Central differences inside, one-sided first differences at the two ends.
+
+        Same convention as ``numpy.gradient(f, dx, axis=axis, edge_order=1)``.
+        """
+        xp = self.xp
+        f = xp.moveaxis(f, axis, -1)
+        inner = (f[..., 2:] - f[..., :-2]) / (2.0 * dx)
+        first = (f[..., 1:2] - f[..., 0:1]) / dx
+        last = (f[..., -1:] - f[..., -2:-1]) / dx
+        return xp.moveaxis(xp.concat([first, inner, last], axis=-1), -1, axis)
+
+    def interp(self, x: Any, grid: Any, values: Any) -> Any:
+        """Piecewise-linear interpolation of ``values`` given at increasing ``grid``.
+
+        Like ``numpy.interp``: points outside the grid take the end values.
+        """
+        xp = self.xp
+        n = grid.shape[0]
+        idx = xp.searchsorted(grid, x, side="right")
+        idx = xp.clip(idx, 1, n - 1)
+        x0 = xp.take(grid, idx - 1)
+        x1 = xp.take(grid, idx)
+        w = xp.clip((x - x0) / (x1 - x0), 0.0, 1.0)
+        return (1.0 - w) * xp.take(values, idx - 1) + w * xp.take(values, idx)
+
+    # -- linear algebra -------------------------------------------------------------
+    @abc.abstractmethod
+    def solve_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
+        """Solve tridiagonal systems, batched over leading axes.
+
+        Row ``i`` reads ``lower[i]*x[i-1] + diag[i]*x[i] + upper[i]*x[i+1] = rhs[i]``;
+        ``lower[..., 0]`` and ``upper[..., -1]`` are ignored (LAPACK gtsv convention).
+        All four arguments have the same shape ``(..., n)``.
+        """
+
+    def solve_cyclic_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
+        """Solve periodic tridiagonal systems (Sherman–Morrison on two tridiagonal solves).
+
+        As :meth:`solve_tridiagonal`, but ``lower[..., 0]`` couples row 0 to ``x[n-1]``
+        and ``upper[..., -1]`` couples row ``n-1`` to ``x[0]``. Needs ``n >= 3``.
+        """
+        xp = self.xp
+        a0 = lower[..., 0:1]  # A[0, n-1]
+        cn = upper[..., -1:]  # A[n-1, 0]
+        b0 = diag[..., 0:1]
+        gamma = -b0
+        # A = B + u v^T with u = (gamma, 0, ..., 0, cn), v = (1, 0, ..., 0, a0 / gamma).
+        diag_b = xp.concat([b0 - gamma, diag[..., 1:-1], diag[..., -1:] - cn * a0 / gamma], axis=-1)
+        zeros = xp.zeros_like(diag[..., 1:-1])
+        u = xp.concat([gamma, zeros, cn], axis=-1)
+        y = self.solve_tridiagonal(lower, diag_b, upper, rhs)
+        z = self.solve_tridiagonal(lower, diag_b, upper, u)
+        vy = y[..., 0:1] + (a0 / gamma) * y[..., -1:]
+        vz = z[..., 0:1] + (a0 / gamma) * z[..., -1:]
+        return y - z * (vy / (1.0 + vz))
+
+    # -- scatter, density estimation ------------------------------------------------------
+    @abc.abstractmethod
+    def scatter_add(self, target: Any, indices: Any, values: Any) -> Any:
+        """Return a copy of 1D ``target`` with ``values`` added at integer ``indices``.
+
+        Repeated indices accumulate. ``target`` itself is not modified.
+        """
+
+    def gaussian_kde(
+        self,
+        grid: Any,
+        particles: Any,
+        bandwidth: float | Sequence[float],
+        method: str = "binned",
+        weights: Any | None = None,
+        binning_rtol: float | None = None,
+    ) -> Any:
+        """Gaussian kernel density estimate of particles, evaluated on a grid.
+
+        ``density(x) = sum_k w_k exp(-|x - X_k|^2 / (2 h^2)) / (h sqrt(2 pi))^d`` with
+        weights ``w_k = 1/N`` unless given; ``h`` is the absolute kernel width (one per
+        axis in 2D). Particles outside the grid still count through their tails.
+
+        Parameters
+        ----------
+        grid : array (G,) in 1D, or a pair of arrays (Gx,), (Gy,) in 2D
+            Evaluation points; uniform spacing for ``method="binned"``.
+        particles : array (N,) in 1D, (N, 2) in 2D
+        bandwidth : float, or a pair of floats in 2D
+        method : "binned" (default) or "exact"
+            "exact" is the dense O(N·G) sum, done in chunks to bound memory.
+            "binned" is linear binning onto a fine grid plus an FFT convolution,
+            O(N + G_f log G_f). The fine grid contains the output points and has
+            spacing ``delta <= h * sqrt(8 * binning_rtol / d)`` on each axis; the
+            linear-binning error of one particle is at most
+            ``sum_i delta_i^2 / 8 * max|d^2 K / dx_i^2| = sum_i delta_i^2 / (8 h_i^2)``
+            times the kernel's peak value ``(h sqrt(2 pi))^-d``, and a weighted sum of
+            particles keeps that bound: ``|binned - exact| <= binning_rtol *
+            max_kernel``. The kernel is cut at ``8 h`` (relative size 1.3e-14).
+        weights : array (N,), optional
+            Particle weights (default ``1/N`` each).
+        binning_rtol : float, optional
+            Bound above; default 1e-6 in 1D and 1e-4 in 2D.
+
+        Returns
+        -------
+        array (G,) or (Gx, Gy)
+        """
+        dim = 2 if isinstance(grid, (tuple, list)) else 1
+        axes = tuple(grid) if dim == 2 else (grid,)
+        h = tuple(float(b) for b in bandwidth) if np.ndim(bandwidth) else (float(bandwidth),) * dim
+        if len(h) != dim or min(h) <= 0 or not all(math.isfinite(b) for b in h):
+            raise ValueError(f"bandwidth must be {dim} positive finite value(s), got {bandwidth!r}")
+        pts = particles if dim == 2 else particles[:, None]
+        if pts.ndim != 2 or pts.shape[1] != dim:
+            raise ValueError(
+                f"particles must have shape (N,) in 1D or (N, 2) in 2D, got {tuple(particles.shape)}"
+            )
+        n = pts.shape[0]
+        if weights is None:
+            weights = self.xp.full((n,), 1.0 / max(n, 1), dtype=self.dtype, **self._device_kw())
+        if method == "exact":
+            return self._kde_exact(axes, pts, h, weights)
+        if method == "binned":
+            rtol = BINNING_RTOL[dim] if binning_rtol is None else float(binning_rtol)
+            if not 0 < rtol < 1:
+                raise ValueError(f"binning_rtol must be in (0, 1), got {binning_rtol!r}")
+            return self._kde_binned(axes, pts, h, weights, rtol)
+        raise ValueError(f"method must be 'binned' or 'exact', got {method!r}")
+
+    def _device_kw(self) -> dict:
+        """Keyword arguments that put a new array on :attr:`device` (none for NumPy)."""
+        return {}
+
+    def _kde_exact(self, axes, pts, h, weights):
+        xp = self.xp
+        norm = 1.0
+        for hi in h:
+            norm *= hi * math.sqrt(2.0 * math.pi)
+        total_grid = math.prod(int(a.shape[0]) for a in axes)
+        chunk = max(1, int(2**22 // max(total_grid, 1)))
+        n = pts.shape[0]
+        out = None
+        for start in range(0, n, chunk):
+            p = pts[start : start + chunk]
+            w = weights[start : start + chunk]
+            # One factor per axis; their outer product is the product kernel.
+            factors = [
+                xp.exp(-0.5 * ((a[None, :] - p[:, i : i + 1]) / h[i]) ** 2)
+                for i, a in enumerate(axes)
+            ]
+            if len(axes) == 1:
+                part = xp.sum(w[:, None] * factors[0], axis=0)
+            else:
+                part = xp.matmul(xp.matrix_transpose(w[:, None] * factors[0]), factors[1])
+            out = part if out is None else out + part
+        if out is None:
+            out = self.zeros(tuple(int(a.shape[0]) for a in axes))
+        return out / norm
+
+    def _kde_binned(self, axes, pts, h, weights, rtol):
+        xp = self.xp
+        dim = len(axes)
+        shape, starts, deltas, refine, offsets, kernels = [], [], [], [], [], []
+        for i, a in enumerate(axes):
+            a_host = self.to_numpy(a)
+            g = a_host.shape[0]
+            spacing = (a_host[-1] - a_host[0]) / (g - 1) if g > 1 else h[i]
+            if g > 1 and not np.allclose(np.diff(a_host), spacing, rtol=1e-9, atol=0):
+                raise ValueError("method='binned' needs a uniform grid; use method='exact'")
+            target = h[i] * math.sqrt(8.0 * rtol / dim)
+            r = max(1, math.ceil(spacing / target))
+            delta = spacing / r
+            pad = math.ceil(KDE_CUTOFF * h[i] / delta)
+            shape.append((g - 1) * r + 1 + 2 * pad)
+            starts.append(a_host[0] - pad * delta)
+            deltas.append(delta)
+            refine.append(r)
+            offsets.append(pad)
+            j = np.arange(-pad, pad + 1) * delta
+            kernels.append(np.exp(-0.5 * (j / h[i]) ** 2) / (h[i] * math.sqrt(2.0 * math.pi)))
+        if math.prod(shape) > MAX_BINNING_POINTS:
+            raise ValueError(
+                f"the binning grid would have {math.prod(shape)} points; raise binning_rtol "
+                "or use method='exact'"
+            )
+        # Linear binning: each particle splits its weight between its two neighbours per axis.
+        flat = None
+        cells, fracs = [], []
+        for i in range(dim):
+            s = (pts[:, i] - starts[i]) / deltas[i]
+            c = xp.floor(s)
+            fracs.append(s - c)
+            cells.append(xp.astype(c, xp.int64))
+        inside = None
+        for i in range(dim):
+            ok = (cells[i] >= 0) & (cells[i] < shape[i] - 1)
+            inside = ok if inside is None else inside & ok
+        w = xp.where(inside, weights, 0.0)
+        binned = self.zeros(math.prod(shape))
+        for corner in range(2**dim):
+            idx, wc = None, w
+            for i in range(dim):
+                bit = (corner >> i) & 1
+                ci = xp.clip(cells[i] + bit, 0, shape[i] - 1)
+                wc = wc * (fracs[i] if bit else 1.0 - fracs[i])
+                stride = math.prod(shape[i + 1 :])
+                idx = ci * stride if idx is None else idx + ci * stride
+            binned = self.scatter_add(binned, idx, wc)
+        binned = xp.reshape(binned, tuple(shape))
+        # Linear convolution with the sampled kernel through zero-padded FFTs.
+        fft_shape = [s + len(k) - 1 for s, k in zip(shape, kernels, strict=True)]
+        fft_shape = [_fast_fft_size(n) for n in fft_shape]
+        kernel = self.from_numpy(_outer(kernels))
+        axes_idx = tuple(range(dim))
+        spec = xp.fft.rfftn(binned, s=fft_shape, axes=axes_idx) * xp.fft.rfftn(
+            kernel, s=fft_shape, axes=axes_idx
+        )
+        conv = xp.fft.irfftn(spec, s=fft_shape, axes=axes_idx)
+        # conv[j] = sum_k binned[k] kernel[j - k + pad]; output point m sits at fine index
+        # pad + m r, so it is read at conv index (pad + m r) + pad.
+        out = conv
+        for i in range(dim):
+            g = int(axes[i].shape[0])
+            lo = 2 * offsets[i]
+            sl = [slice(None)] * dim
+            sl[i] = slice(lo, lo + (g - 1) * refine[i] + 1, refine[i])
+            out = out[tuple(sl)]
+        return out
+
+    # -- control flow ------------------------------------------------------------------
+    def scan(
+        self, step: Callable, carry: Any, xs: Any = None, length: int | None = None
+    ) -> tuple[Any, Any]:
+        """``lax.scan`` semantics: ``carry, y = step(carry, x)`` over the leading axis of xs.
+
+        ``xs`` may be an array, a tuple of arrays, or None (then ``length`` steps with
+        ``x = None``). Returns the final carry and the stacked ``y`` (a tuple when ``step``
+        returns a tuple, None when it returns None).
+        """
+        n = _leading_length(xs, length)
+        ys = []
+        for k in range(n):
+            x = None if xs is None else _index_tree(xs, k)
+            carry, y = step(carry, x)
+            ys.append(y)
+        return carry, self._stack_tree(ys)
+
+    def _stack_tree(self, ys: list) -> Any:
+        if not ys or ys[0] is None:
+            return None
+        if isinstance(ys[0], tuple):
+            return tuple(self.xp.stack([y[i] for y in ys]) for i in range(len(ys[0])))
+        return self.xp.stack(ys)
+
+    def while_loop(self, cond: Callable, body: Callable, state: Any) -> Any:
+        """``lax.while_loop`` semantics: ``while cond(state): state = body(state)``."""
+        while bool(cond(state)):
+            state = body(state)
+        return state
+
+    def jit(self, fn: Callable, **kwargs: Any) -> Callable:
+        """Compile ``fn`` where the backend can; elsewhere return it unchanged."""
+        return fn
+
+    # -- random numbers ------------------------------------------------------------------
+    @abc.abstractmethod
+    def random_key(self, seed: int) -> Any:
+        """A seeded random stream: a NumPy Generator, a torch Generator or a JAX key."""
+
+    @abc.abstractmethod
+    def normal(self, key: Any, shape: Sequence[int]) -> tuple[Any, Any]:
+        """Standard normal variates: returns ``(new_key, sample)``."""
+
+    @abc.abstractmethod
+    def uniform(self, key: Any, shape: Sequence[int]) -> tuple[Any, Any]:
+        """Uniform variates on [0, 1): returns ``(new_key, sample)``."""
+
+    # -- what the backend can do ---------------------------------------------------------
+    @abc.abstractmethod
+    def has_capability(self, name: str) -> bool:
+        """Whether the backend offers ``name`` (one of :data:`CAPABILITIES`)."""
+
+    @abc.abstractmethod
+    def get_performance_hints(self) -> dict:
+        """Rough costs for strategy selection.
+
+        Keys: ``device_type`` ("cpu"/"gpu"), ``kernel_overhead_s`` (fixed cost of one
+        operation or launch), ``memory_bandwidth_gbs``, ``compiled_loops`` (whether
+        Python-level loops are compiled away), ``normal_variate_s`` (cost of one draw).
+        """
+
+    def _check_capability(self, name: str) -> None:
+        if name not in CAPABILITIES:
+            raise ValueError(f"unknown capability {name!r}; known: {', '.join(CAPABILITIES)}")
+
+
+def _fast_fft_size(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (sizes FFT libraries handle fastest)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _outer(vectors: list[np.ndarray]) -> np.ndarray:
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = np.multiply.outer(out, v)
+    return out
+
+
+def _leading_length(xs: Any, length: int | None) -> int:
+    if xs is None:
+        if length is None:
+            raise ValueError("scan needs xs or length")
+        return int(length)
+    first = xs[0] if isinstance(xs, tuple) else xs
+    return int(first.shape[0])
+
+
+def _index_tree(xs: Any, k: int) -> Any:
+    if isinstance(xs, tuple):
+        return tuple(x[k] for x in xs)
+    return xs[k]

@@ -1,0 +1,102 @@
+"""JAX backend: float64 (x64 enabled), compiled scans and loops, GPU when present.
+
+Creating this backend turns on ``jax_enable_x64`` for the whole process: JAX offers no
+per-array switch, and every solver here computes in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mfg_pde.backends._base import BaseBackend  # noqa: E402
+
+
+class JAXBackend(BaseBackend):
+    """``jax.numpy`` arrays on JAX's default device (a GPU when one is visible)."""
+
+    name = "jax"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._device = jax.devices()[0]
+
+    def _namespace(self) -> Any:
+        return jnp
+
+    @property
+    def device(self) -> str:
+        return f"{self._device.platform}:{self._device.id}"
+
+    def from_numpy(self, arr: np.ndarray) -> Any:
+        arr = np.asarray(arr)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(np.float64)
+        return jax.device_put(arr, self._device)
+
+    def to_numpy(self, arr: Any) -> np.ndarray:
+        return np.asarray(jax.device_get(arr))
+
+    def is_array(self, obj: Any) -> bool:
+        return isinstance(obj, jax.Array)
+
+    def interp(self, x: Any, grid: Any, values: Any) -> Any:
+        return jnp.interp(x, grid, values)
+
+    def solve_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
+        lower, diag, upper, rhs = jnp.broadcast_arrays(lower, diag, upper, rhs)
+        lower = lower.at[..., 0].set(0.0)
+        upper = upper.at[..., -1].set(0.0)
+        x = jax.lax.linalg.tridiagonal_solve(lower, diag, upper, rhs[..., None])
+        return x[..., 0]
+
+    def scatter_add(self, target: Any, indices: Any, values: Any) -> Any:
+        return target.at[indices].add(values)
+
+    def scan(self, step: Callable, carry: Any, xs: Any = None, length: int | None = None):
+        return jax.lax.scan(step, carry, xs, length=length)
+
+    def while_loop(self, cond: Callable, body: Callable, state: Any) -> Any:
+        return jax.lax.while_loop(cond, body, state)
+
+    def jit(self, fn: Callable, **kwargs: Any) -> Callable:
+        return jax.jit(fn, **kwargs)
+
+    def random_key(self, seed: int) -> Any:
+        return jax.random.key(seed)
+
+    def normal(self, key: Any, shape) -> tuple:
+        key, sub = jax.random.split(key)
+        return key, jax.random.normal(sub, tuple(shape), dtype=jnp.float64)
+
+    def uniform(self, key: Any, shape) -> tuple:
+        key, sub = jax.random.split(key)
+        return key, jax.random.uniform(sub, tuple(shape), dtype=jnp.float64)
+
+    def has_capability(self, name: str) -> bool:
+        self._check_capability(name)
+        gpu = self._device.platform == "gpu" or self._device.platform == "cuda"
+        return {
+            "parallel_kde": True,
+            "jit_compilation": True,
+            "kernel_fusion": True,
+            "low_latency": not gpu,
+            "gpu": gpu,
+        }[name]
+
+    def get_performance_hints(self) -> dict:
+        gpu = self.has_capability("gpu")
+        return {
+            "device_type": "gpu" if gpu else "cpu",
+            "kernel_overhead_s": 5e-6 if gpu else 1e-6,
+            "memory_bandwidth_gbs": 2000.0 if gpu else 10.0,
+            "compiled_loops": True,
+            "normal_variate_s": 1e-11 if gpu else 2e-8,
+        }
