@@ -215,7 +215,8 @@ class BaseBackend(abc.ABC):
         pts = particles if dim == 2 else particles[:, None]
         if pts.ndim != 2 or pts.shape[1] != dim:
             raise ValueError(
-                f"particles must have shape (N,) in 1D or (N, 2) in 2D, got {tuple(particles.shape)}"
+                "particles must have shape (N,) in 1D or (N, 2) in 2D, "
+                f"got {tuple(particles.shape)}"
             )
         n = pts.shape[0]
         if weights is None:
@@ -286,7 +287,6 @@ class BaseBackend(abc.ABC):
                 "or use method='exact'"
             )
         # Linear binning: each particle splits its weight between its two neighbours per axis.
-        flat = None
         cells, fracs = [], []
         for i in range(dim):
             s = (pts[:, i] - starts[i]) / deltas[i]
