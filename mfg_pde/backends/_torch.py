@@ -76,23 +76,46 @@ class TorchBackend(BaseBackend):
         return isinstance(obj, torch.Tensor)
 
     def solve_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
-        # Torch has no tridiagonal solver: a Thomas sweep over the system size,
-        # vectorised over the batch (never a dense solve).
+        """Parallel cyclic reduction: ceil(log2 n) vectorised levels, no sequential sweep.
+
+        Torch has no tridiagonal solver. A Thomas sweep costs 2n dependent tensor
+        operations, which dominate on the CPU (per-op overhead) and on a GPU (per-launch
+        latency); PCR needs about 12 operations per level. Stable without pivoting for
+        diagonally dominant systems, the ones the schemes here produce.
+        """
         lower, diag, upper, rhs = torch.broadcast_tensors(lower, diag, upper, rhs)
         n = diag.shape[-1]
-        c = torch.empty_like(diag)
-        d = torch.empty_like(diag)
-        c[..., 0] = upper[..., 0] / diag[..., 0]
-        d[..., 0] = rhs[..., 0] / diag[..., 0]
-        for i in range(1, n):
-            denom = diag[..., i] - lower[..., i] * c[..., i - 1]
-            c[..., i] = upper[..., i] / denom
-            d[..., i] = (rhs[..., i] - lower[..., i] * d[..., i - 1]) / denom
-        x = torch.empty_like(diag)
-        x[..., -1] = d[..., -1]
-        for i in range(n - 2, -1, -1):
-            x[..., i] = d[..., i] - c[..., i] * x[..., i + 1]
-        return x
+        zero = torch.zeros_like(diag[..., :1])
+        # Rows a, b, c, d of one stacked tensor, so each level shifts once per direction.
+        abcd = torch.stack(
+            [
+                torch.cat([zero, lower[..., 1:]], dim=-1),
+                diag,
+                torch.cat([upper[..., :-1], zero], dim=-1),
+                rhs,
+            ]
+        )
+        # Out-of-range rows read as the identity equation 1 * x = 0.
+        fill = torch.zeros((4, *diag.shape[:-1], n), dtype=diag.dtype, device=diag.device)
+        fill[1] = 1.0
+        stride = 1
+        while stride < n:
+            m = min(stride, n)
+            below = torch.cat([fill[..., :m], abcd[..., : n - m]], dim=-1)  # row i - stride
+            above = torch.cat([abcd[..., m:], fill[..., :m]], dim=-1)  # row i + stride
+            a, b, c, d = abcd
+            alpha = -a / below[1]
+            gamma = -c / above[1]
+            abcd = torch.stack(
+                [
+                    alpha * below[0],
+                    b + alpha * below[2] + gamma * above[0],
+                    gamma * above[2],
+                    d + alpha * below[3] + gamma * above[3],
+                ]
+            )
+            stride *= 2
+        return abcd[3] / abcd[1]
 
     def scatter_add(self, target: Any, indices: Any, values: Any) -> Any:
         return target.index_add(0, indices, values.to(target.dtype))

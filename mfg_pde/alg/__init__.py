@@ -1,0 +1,1 @@
+"""Algorithms: numerical MFG solvers live in :mod:`mfg_pde.alg.numerical`."""

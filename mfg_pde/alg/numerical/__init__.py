@@ -1,0 +1,8 @@
+"""Numerical MFG solvers: finite differences, particles and the fixed-point coupling."""
+
+from mfg_pde.alg.numerical.fixed_point import FixedPointIterator
+from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
+from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
+from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
+
+__all__ = ["FPFDMSolver", "FPParticleSolver", "FixedPointIterator", "HJBFDMSolver"]
