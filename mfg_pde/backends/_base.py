@@ -121,12 +121,27 @@ class BaseBackend(abc.ABC):
         """
         xp = self.xp
         n = grid.shape[0]
+        shape = x.shape
+        x = xp.reshape(x, (-1,))  # the Array API's take needs 1D indices
         idx = xp.searchsorted(grid, x, side="right")
         idx = xp.clip(idx, 1, n - 1)
         x0 = xp.take(grid, idx - 1)
         x1 = xp.take(grid, idx)
         w = xp.clip((x - x0) / (x1 - x0), 0.0, 1.0)
-        return (1.0 - w) * xp.take(values, idx - 1) + w * xp.take(values, idx)
+        return xp.reshape((1.0 - w) * xp.take(values, idx - 1) + w * xp.take(values, idx), shape)
+
+    def interp_uniform(self, x: Any, start: float, spacing: float, values: Any) -> Any:
+        """As :meth:`interp` for the grid ``start + spacing * arange(len(values))``.
+
+        Finds cells by arithmetic instead of a search: the particle solvers call this
+        for every particle at every step.
+        """
+        xp = self.xp
+        n = values.shape[0]
+        s = xp.clip((x - start) / spacing, 0.0, float(n - 1))
+        cell = xp.clip(xp.astype(xp.floor(s), xp.int64), 0, n - 2)
+        w = s - xp.astype(cell, s.dtype)
+        return (1.0 - w) * xp.take(values, cell) + w * xp.take(values, cell + 1)
 
     # -- linear algebra -------------------------------------------------------------
     @abc.abstractmethod

@@ -21,7 +21,8 @@ class NumpyBackend(BaseBackend):
 
     def from_numpy(self, arr: np.ndarray) -> np.ndarray:
         arr = np.asarray(arr)
-        return np.array(arr, dtype=np.float64 if arr.dtype.kind in "fiu" else arr.dtype)
+        # Floats become float64; integer (index) arrays stay integer, as on jax and torch.
+        return np.array(arr, dtype=np.float64 if arr.dtype.kind == "f" else arr.dtype)
 
     def to_numpy(self, arr: Any) -> np.ndarray:
         return np.asarray(arr)

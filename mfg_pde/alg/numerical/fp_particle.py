@@ -88,11 +88,6 @@ class FPParticleSolver(BaseSolver):
         cdf = np.concatenate([[0.0], np.cumsum(p.m0)])
         self._cdf = b.from_numpy(cdf / cdf[-1])
         self._cdf_edges = b.from_numpy(edges)
-        # Grid closed by its periodic image, for interpolating across the seam.
-        if p.boundary == "periodic":
-            self._x_closed = b.from_numpy(np.append(p.x, p.xmax))
-        else:
-            self._x_closed = self._x
         self._march_compiled = b.jit(self._march)
 
     def solve(self, U: Any = None) -> np.ndarray:
@@ -138,9 +133,9 @@ class FPParticleSolver(BaseSolver):
         def time_step(carry, u):
             X, key = carry
             grad = st.central_gradient(xp, u, p.dx, periodic)
-            if periodic:
+            if periodic:  # close the grid with its image at xmax to interpolate across the seam
                 grad = xp.concat([grad, grad[:1]])
-            drift = -b.interp(X, self._x_closed, grad) / p.control_cost
+            drift = -b.interp_uniform(X, p.xmin, p.dx, grad) / p.control_cost
             key, z = b.normal(key, (self.num_particles,))
             X = self._wrap_into_domain(X + drift * p.dt + noise_scale * z)
             return (X, key), self._density(X)
