@@ -131,10 +131,11 @@ class FixedPointIterator:
             t0 = time.perf_counter()
             U_hat = self.hjb_solver.solve_backend(M)
             t1 = time.perf_counter()
-            bad = _first_nonfinite(b, U_hat)
+            # Where a march first met NaN/inf: HJB runs backward, so the latest time.
+            bad = _nonfinite_origin(b, U_hat, backward=True)
             if bad is None:
                 M_hat = self.fp_solver.solve_backend(U_hat)
-                bad = _first_nonfinite(b, M_hat)
+                bad = _nonfinite_origin(b, M_hat, backward=False)
                 where = "M (FP solve)"
             else:
                 where = "U (HJB solve)"
@@ -205,11 +206,16 @@ def _relative_change(xp: Any, new: Any, old: Any) -> Any:
     return diff / xp.maximum(xp.sqrt(xp.sum(new**2)), 1e-300)
 
 
-def _first_nonfinite(backend: BaseBackend, arr: Any) -> tuple[int, int] | None:
-    """(time index, x index) of the first NaN/inf, or None; one host sync per call."""
+def _nonfinite_origin(backend: BaseBackend, arr: Any, backward: bool) -> tuple[int, int] | None:
+    """(time index, x index) where a march first produced NaN/inf, or None.
+
+    A forward march's first bad level is the earliest, a backward one's the latest.
+    One host synchronisation per call.
+    """
     xp = backend.xp
     if bool(backend.to_numpy(xp.all(xp.isfinite(arr)))):
         return None
-    host = backend.to_numpy(arr)
-    n, i = np.argwhere(~np.isfinite(host))[0]
+    bad = np.argwhere(~np.isfinite(backend.to_numpy(arr)))
+    level = bad[:, 0].max() if backward else bad[:, 0].min()
+    n, i = bad[bad[:, 0] == level][0]
     return int(n), int(i)

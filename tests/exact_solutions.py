@@ -1,0 +1,177 @@
+"""Exact MFG solutions to verify the schemes against (derivations in the docstrings)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.integrate import solve_ivp
+
+
+@dataclass
+class LinearQuadratic:
+    r"""Linear-quadratic MFG on R (DESIGN.md §4), with c = 1/λ.
+
+    f(x, m, t) = q/2 (x - x_q)^2 + κ/2 (x - mean m(t))^2,  g(x) = c_T/2 (x - x_T)^2,
+    m0 = N(μ0, s0). Then u = a(t) x^2/2 + b(t) x + e(t) and m(t) = N(μ(t), s(t)) with
+
+        a' = c a^2 - q - κ,              a(T) = c_T
+        b' = c a b + q x_q + κ μ,        b(T) = -c_T x_T
+        e' = -ν a + c b^2/2 - q x_q^2/2 - κ μ^2/2,   e(T) = c_T x_T^2 / 2
+        μ' = -c (a μ + b),               μ(0) = μ0
+        s' = σ^2 - 2 c a s,              s(0) = s0
+
+    (substitute u into -u_t - ν u_xx + c u_x^2/2 = f and match powers of x; the drift
+    -c u_x is linear, so Gaussians stay Gaussian). The (b, μ) pair is a linear two-point
+    problem, solved by shooting on b(0): b(T) is affine in b(0).
+    """
+
+    T: float = 1.0
+    sigma: float = 0.4
+    control_cost: float = 1.0
+    q: float = 1.0
+    x_q: float = 0.5
+    kappa: float = 1.0
+    c_T: float = 1.0
+    x_T: float = 0.3
+    mu0: float = -0.3
+    s0: float = 0.04
+
+    def __post_init__(self) -> None:
+        c, nu = 1.0 / self.control_cost, 0.5 * self.sigma**2
+        q, kappa = self.q, self.kappa
+        tol = {"rtol": 1e-12, "atol": 1e-13, "dense_output": True, "method": "DOP853"}
+        a_sol = solve_ivp(
+            lambda t, y: [c * y[0] ** 2 - q - kappa], (self.T, 0.0), [self.c_T], **tol
+        )
+        a = lambda t: a_sol.sol(t)[0]  # noqa: E731
+
+        def forward(t, y):
+            b, mu, s = y
+            return [
+                c * a(t) * b + q * self.x_q + kappa * mu,
+                -c * (a(t) * mu + b),
+                self.sigma**2 - 2.0 * c * a(t) * s,
+            ]
+
+        def end_b(b0):
+            return solve_ivp(forward, (0.0, self.T), [b0, self.mu0, self.s0], **tol).y[0, -1]
+
+        b_target = -self.c_T * self.x_T
+        f0, f1 = end_b(0.0), end_b(1.0)
+        b0 = (b_target - f0) / (f1 - f0)
+        fwd = solve_ivp(forward, (0.0, self.T), [b0, self.mu0, self.s0], **tol)
+
+        def backward_e(t, y):
+            b, mu, _ = fwd.sol(t)
+            return [-nu * a(t) + 0.5 * c * b * b - 0.5 * q * self.x_q**2 - 0.5 * kappa * mu * mu]
+
+        e_sol = solve_ivp(backward_e, (self.T, 0.0), [0.5 * self.c_T * self.x_T**2], **tol)
+        self._a, self._fwd, self._e = a, fwd, (lambda t: e_sol.sol(t)[0])
+
+    def running_cost(self, x, m, t):
+        dx = x[1] - x[0]
+        mean = (x * m).sum() * dx
+        return 0.5 * self.q * (x - self.x_q) ** 2 + 0.5 * self.kappa * (x - mean) ** 2
+
+    def terminal_cost(self, x):
+        return 0.5 * self.c_T * (x - self.x_T) ** 2
+
+    def initial_density(self, x):
+        return np.exp(-0.5 * (x - self.mu0) ** 2 / self.s0)
+
+    def value(self, t, x):
+        t = np.asarray(t)[:, None]
+        b = np.array([self._fwd.sol(ti)[0] for ti in t[:, 0]])[:, None]
+        a = np.array([self._a(ti) for ti in t[:, 0]])[:, None]
+        e = np.array([self._e(ti) for ti in t[:, 0]])[:, None]
+        return 0.5 * a * x**2 + b * x + e
+
+    def density(self, t, x):
+        mu = np.array([self._fwd.sol(ti)[1] for ti in t])[:, None]
+        s = np.array([self._fwd.sol(ti)[2] for ti in t])[:, None]
+        return np.exp(-0.5 * (x - mu) ** 2 / s) / np.sqrt(2.0 * math.pi * s)
+
+
+@dataclass
+class TravellingWave:
+    r"""Exact periodic MFG pair on [0, 1): a density wave moving at speed v.
+
+    m(t, x) = ρ(ξ), ξ = x - v t, ρ(ξ) = 1 + A cos(2πξ). FP holds when the flux
+    ν m_x + m u_x / λ equals -v ρ + C; so u_x = λ (P'(ξ) - ν ρ'/ρ) with
+    P' = C/ρ - v and C = v √(1 - A²) (P' then has zero mean and P is periodic).
+    u = λ (P(ξ) - ν log ρ(ξ)), P(ξ) = C R(ξ) - v ξ with R' = 1/ρ in closed form:
+    ∫_0^θ dθ'/(1 + A cos θ') = 2/√(1-A²) arctan(√((1-A)/(1+A)) tan(θ/2)).
+    The running cost is f = V(t, x) + κ m with V = -u_t - ν u_xx + u_x^2/(2λ) - κ ρ,
+    so the pair (u, m) is exact for every coupling strength κ.
+    """
+
+    T: float = 0.5
+    sigma: float = 0.4
+    control_cost: float = 1.0
+    amplitude: float = 0.5
+    speed: float = 0.5
+    kappa: float = 1.0
+
+    @property
+    def nu(self) -> float:
+        return 0.5 * self.sigma**2
+
+    def _rho(self, xi):
+        return 1.0 + self.amplitude * np.cos(2 * np.pi * xi)
+
+    def _parts(self, t, x):
+        """u_x, u_xx and u_t at (t, x) (any broadcastable shapes)."""
+        A, v, lam, nu = self.amplitude, self.speed, self.control_cost, self.nu
+        xi = x - v * t
+        rho = self._rho(xi)
+        drho = -2 * np.pi * A * np.sin(2 * np.pi * xi)
+        ddrho = -((2 * np.pi) ** 2) * A * np.cos(2 * np.pi * xi)
+        C = v * math.sqrt(1 - A * A)
+        u_x = lam * (C / rho - v - nu * drho / rho)
+        u_xx = lam * (-C * drho / rho**2 - nu * (ddrho / rho - drho**2 / rho**2))
+        return u_x, u_xx, -v * u_x
+
+    def value(self, t, x):
+        A, v, lam, nu = self.amplitude, self.speed, self.control_cost, self.nu
+        t = np.asarray(t, dtype=float)
+        xi = np.mod(np.asarray(x) - v * (t[:, None] if t.ndim else t), 1.0)
+        theta = 2 * np.pi * xi
+        k = math.sqrt((1 - A) / (1 + A))
+        # Continuous branch of the antiderivative on [0, 2π).
+        half = np.arctan(k * np.tan(theta / 2)) + np.pi * (theta > np.pi)
+        R = (2 / math.sqrt(1 - A * A)) * half / (2 * np.pi)
+        R = np.where(np.abs(theta - np.pi) < 1e-12, 1 / (2 * math.sqrt(1 - A * A)), R)
+        P = v * math.sqrt(1 - A * A) * R - v * xi
+        return lam * (P - nu * np.log(self._rho(xi)))
+
+    def density(self, t, x):
+        t = np.asarray(t, dtype=float)
+        return self._rho(np.asarray(x) - self.speed * (t[:, None] if t.ndim else t))
+
+    def potential(self, t, x):
+        u_x, u_xx, u_t = self._parts(t, x)
+        return (
+            -u_t
+            - self.nu * u_xx
+            + u_x**2 / (2 * self.control_cost)
+            - self.kappa * self._rho(x - self.speed * t)
+        )
+
+    def running_cost(self, x, m, t):
+        # Evaluated with backend arrays: only arithmetic, cos and sin via the array's own
+        # namespace, reached through array_api_compat.
+        from array_api_compat import array_namespace
+
+        xp = array_namespace(x)
+        A, v, lam, nu = self.amplitude, self.speed, self.control_cost, self.nu
+        xi = x - v * t
+        rho = 1.0 + A * xp.cos(2 * math.pi * xi)
+        drho = -2 * math.pi * A * xp.sin(2 * math.pi * xi)
+        ddrho = -((2 * math.pi) ** 2) * A * xp.cos(2 * math.pi * xi)
+        C = v * math.sqrt(1 - A * A)
+        u_x = lam * (C / rho - v - nu * drho / rho)
+        u_xx = lam * (-C * drho / rho**2 - nu * (ddrho / rho - drho**2 / rho**2))
+        V = v * u_x - nu * u_xx + u_x**2 / (2 * lam) - self.kappa * rho
+        return V + self.kappa * m
