@@ -25,18 +25,9 @@ from mfg_pde import MFGProblem, available_backends, solve_mfg
 
 
 def problem() -> MFGProblem:
-    return MFGProblem(
-        xmin=0.0,
-        xmax=1.0,
-        Nx=101,
-        T=1.0,
-        Nt=50,
-        sigma=0.2,
-        control_cost=1.0,
-        running_cost=lambda x, m, t: 0.2 * m,
-        terminal_cost=lambda x: 2 * (x - 0.8) ** 2,
-        initial_density=lambda x: np.exp(-50 * (x - 0.3) ** 2),
-    )
+    """The DESIGN.md §2 example: ``MFGProblem()``'s defaults (Nx=101, Nt=50, sigma=0.2,
+    running cost 0.2 m, terminal cost 2 (x - 0.8)^2, m0 ~ exp(-50 (x - 0.3)^2))."""
+    return MFGProblem()
 
 
 def timed(fn):

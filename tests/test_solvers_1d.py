@@ -35,22 +35,9 @@ def pairwise_orders(err) -> np.ndarray:
 
 
 def design_example(**overrides) -> MFGProblem:
-    """The DESIGN.md §2 example: congestion aversion, agents heading for x = 0.8."""
-    kwargs = dict(
-        xmin=0.0,
-        xmax=1.0,
-        Nx=101,
-        T=1.0,
-        Nt=50,
-        sigma=0.2,
-        control_cost=1.0,
-        running_cost=lambda x, m, t: 0.2 * m,
-        terminal_cost=lambda x: 2 * (x - 0.8) ** 2,
-        initial_density=lambda x: np.exp(-50 * (x - 0.3) ** 2),
-        boundary="noflux",
-    )
-    kwargs.update(overrides)
-    return MFGProblem(**kwargs)
+    """The DESIGN.md §2 example (congestion 0.2·m, agents heading for x = 0.8), which is
+    what ``MFGProblem()`` builds; ``test_default_problem_is_the_design_example`` checks."""
+    return MFGProblem(**overrides)
 
 
 # -- convergence against exact solutions ----------------------------------------------------
@@ -441,6 +428,30 @@ def test_problem_rejects_bad_input(kwargs, error, match):
         warnings.simplefilter("ignore", RuntimeWarning)  # numpy's own divide warnings
         with pytest.raises(error, match=match):
             MFGProblem(**kwargs)
+
+
+def test_default_problem_is_the_design_example():
+    explicit = MFGProblem(
+        xmin=0.0,
+        xmax=1.0,
+        Nx=101,
+        T=1.0,
+        Nt=50,
+        sigma=0.2,
+        control_cost=1.0,
+        running_cost=lambda x, m, t: 0.2 * m,
+        terminal_cost=lambda x: 2 * (x - 0.8) ** 2,
+        initial_density=lambda x: np.exp(-50 * (x - 0.3) ** 2),
+        boundary="noflux",
+    )
+    default = MFGProblem()
+    assert default.parameters() == explicit.parameters()
+    np.testing.assert_array_equal(default.g, explicit.g)
+    np.testing.assert_array_equal(default.m0, explicit.m0)
+    m = np.linspace(0.0, 2.0, 101)
+    np.testing.assert_array_equal(
+        default.running_cost(default.x, m, 0.5), explicit.running_cost(explicit.x, m, 0.5)
+    )
 
 
 def test_default_problems_are_the_documented_example():
