@@ -265,14 +265,16 @@ def test_periodic_particles_wrap_around(backend):
 
 
 def test_anderson_needs_fewer_iterations_than_damping(backend):
-    """DESIGN.md example on 51 x 25: damped Picard (θ=0.5) 63, Anderson 15 (numpy)."""
-    problem = design_example(Nx=51, Nt=25)
-    picard = solve_mfg(problem, backend=backend, thetaUM=0.5, tolerance=1e-8, max_iterations=300)
-    anderson = solve_mfg(problem, backend=backend, use_anderson=True, tolerance=1e-8)
+    """The DESIGN.md example (101 x 50), tolerance 1e-6: damped Picard (θ = 0.5) takes
+    64 iterations, Anderson (depth 5) 15, on every backend (measured on numpy; at
+    tolerance 1e-8 it is 87 against 20). Both reach the same fixed point."""
+    problem = design_example()
+    picard = solve_mfg(problem, backend=backend, thetaUM=0.5, tolerance=1e-6, max_iterations=300)
+    anderson = solve_mfg(problem, backend=backend, use_anderson=True, tolerance=1e-6)
     assert picard.converged and anderson.converged
-    assert anderson.iterations <= picard.iterations / 2, (anderson.iterations, picard.iterations)
-    np.testing.assert_allclose(anderson.U, picard.U, atol=1e-6)
-    np.testing.assert_allclose(anderson.M, picard.M, atol=1e-6)
+    assert anderson.iterations <= picard.iterations / 3, (anderson.iterations, picard.iterations)
+    np.testing.assert_allclose(anderson.U, picard.U, atol=1e-5)
+    np.testing.assert_allclose(anderson.M, picard.M, atol=1e-5)
 
 
 def test_anderson_with_particles_warns_and_stays_bounded(backend):
