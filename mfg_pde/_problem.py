@@ -70,6 +70,12 @@ class MFGProblem:
         Evaluated once on the host; nonnegative with positive mass. It is normalised to
         ``sum(m0) * dx = 1`` (the mass the finite-difference schemes conserve).
     boundary : {"noflux", "periodic"}
+    cost_parameters : dict[str, float], optional
+        Named scalars passed to the running cost as keyword arguments,
+        ``f(x, m, t, **cost_parameters)``. Values given here (rather than written into the
+        callable) are arguments of the compiled programs: problems that differ only in
+        them share one compilation, and :func:`mfg_pde.solve_mfg_batch` can sweep them.
+        Example: ``running_cost=lambda x, m, t, c: c * m, cost_parameters={"c": 0.5}``.
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class MFGProblem:
         terminal_cost: Callable | np.ndarray | None = None,
         initial_density: Callable | np.ndarray | None = None,
         boundary: str = "noflux",
+        cost_parameters: dict[str, float] | None = None,
     ) -> None:
         self.xmin = _finite_float("xmin", xmin)
         self.xmax = _finite_float("xmax", xmax)
@@ -104,6 +111,7 @@ class MFGProblem:
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got boundary={boundary!r}")
         self.boundary = boundary
+        self.cost_parameters = _cost_parameters(cost_parameters)
 
         length = self.xmax - self.xmin
         if boundary == "periodic":
@@ -162,7 +170,34 @@ class MFGProblem:
             "sigma": self.sigma,
             "control_cost": self.control_cost,
             "boundary": self.boundary,
+            "cost_parameters": dict(self.cost_parameters),
         }
+
+    def replace(self, **changes: Any) -> MFGProblem:
+        """A copy with some constructor arguments changed (callables are shared).
+
+        ``problem.replace(sigma=0.3)``; a cost parameter by its name:
+        ``problem.replace(c=0.8)`` when ``cost_parameters`` has ``"c"``.
+        """
+        kwargs = {
+            **{k: v for k, v in self.parameters().items() if k != "cost_parameters"},
+            "running_cost": self.running_cost,
+            "terminal_cost": self.terminal_cost,
+            "initial_density": self.initial_density,
+        }
+        cost = dict(self.cost_parameters)
+        for name, value in changes.items():
+            if name in cost:
+                cost[name] = value
+            elif name in kwargs or name == "cost_parameters":
+                if name == "cost_parameters":
+                    cost = dict(value)
+                else:
+                    kwargs[name] = value
+            else:
+                accepted = sorted([*kwargs, "cost_parameters", *cost])
+                raise TypeError(f"unknown argument {name!r}; accepted: {', '.join(accepted)}")
+        return MFGProblem(**kwargs, cost_parameters=cost)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.parameters().items())
@@ -182,11 +217,11 @@ class MFGProblem:
 
     def _check_running_cost(self) -> None:
         try:
-            f = self.running_cost(self.x.copy(), self.m0.copy(), 0.0)
+            f = self.running_cost(self.x.copy(), self.m0.copy(), 0.0, **self.cost_parameters)
         except Exception as err:
             raise TypeError(
-                "running_cost(x, m, t) failed on the grid with NumPy arrays "
-                f"(x and m of shape ({self.Nx},), t a float): {err}"
+                "running_cost(x, m, t, **cost_parameters) failed on the grid with NumPy "
+                f"arrays (x and m of shape ({self.Nx},), t a float): {err}"
             ) from err
         f = np.asarray(f, dtype=np.float64)
         if f.shape not in ((), (self.Nx,)):
@@ -195,6 +230,21 @@ class MFGProblem:
             )
         if not np.all(np.isfinite(f)):
             raise ValueError("running_cost returned non-finite values at t=0 with m = m0")
+
+
+def _cost_parameters(value: Any) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"cost_parameters must be a dict of names to numbers, got {value!r}")
+    out = {}
+    for name, v in value.items():
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise ValueError(f"cost_parameters keys must be identifiers, got {name!r}")
+        if name in ("x", "m", "t"):
+            raise ValueError(f"cost parameter name {name!r} clashes with f(x, m, t)")
+        out[name] = _finite_float(f"cost_parameters[{name!r}]", v)
+    return out
 
 
 def _finite_float(name: str, value: Any) -> float:

@@ -30,7 +30,9 @@ class MFGResult:
     backend, device : str
         Where it was computed.
     timings : dict
-        Seconds: ``total``, ``hjb``, ``fp`` and ``first_iteration`` (includes compilation).
+        Seconds. ``total``; a solve run as one compiled program (jax) adds ``compile``
+        (0 when the program was compiled by an earlier solve); a host loop adds ``hjb``,
+        ``fp`` and ``first_iteration``.
     solver : str
         Name of the solver, e.g. ``"FixedPointIterator[jax]"``.
     problem : dict

@@ -327,7 +327,10 @@ def test_result_object(backend):
     np.testing.assert_allclose(result.U[-1], problem.g, rtol=0, atol=1e-14)
     np.testing.assert_allclose(result.M[0], problem.m0, rtol=0, atol=1e-14)
     assert result.backend == backend.name and result.solver == iterator.name
-    assert {"hjb", "fp", "total"} <= set(result.timings)
+    # One compiled program (jax) reports its compile time; a host loop splits HJB and FP.
+    parts = {"compile"} if iterator.runs_as_one_program else {"hjb", "fp"}
+    assert parts | {"total"} <= set(result.timings)
+    assert iterator.runs_as_one_program == (backend.name == "jax")
     assert backend.name in repr(result)
     with pytest.raises(KeyError, match="'V'"):
         result["V"]

@@ -9,6 +9,8 @@ backend overrides only what its library does natively and better.
 from __future__ import annotations
 
 import abc
+import copy
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,6 +48,8 @@ class BaseBackend(abc.ABC):
     """
 
     name: str = "abstract"
+    #: False on the view returned by :meth:`eager`.
+    compiled: bool = True
 
     def __init__(self) -> None:
         self.xp = self._namespace()
@@ -381,6 +385,22 @@ class BaseBackend(abc.ABC):
         """Compile ``fn`` where the backend can; elsewhere return it unchanged."""
         return fn
 
+    def eager(self) -> BaseBackend:
+        """This backend with Python ``scan``, ``while_loop`` and a no-op ``jit``.
+
+        The arrays and primitives are the same; only the control flow runs op by op, so
+        code that cannot be traced (a running cost with Python ``if`` on array values)
+        still runs, and compiled results can be checked against it.
+        """
+        if type(self).scan is BaseBackend.scan and type(self).jit is BaseBackend.jit:
+            return self
+        view = copy.copy(self)
+        view.scan = functools.partial(BaseBackend.scan, view)
+        view.while_loop = functools.partial(BaseBackend.while_loop, view)
+        view.jit = functools.partial(BaseBackend.jit, view)
+        view.compiled = False
+        return view
+
     # -- random numbers ------------------------------------------------------------------
     @abc.abstractmethod
     def random_key(self, seed: int) -> Any:
@@ -446,6 +466,7 @@ def _leading_length(xs: Any, length: int | None) -> int:
 
 
 def _index_tree(xs: Any, k: int) -> Any:
+    """``xs[k]`` for an array or a tuple of arrays; None entries stay None (as in JAX)."""
     if isinstance(xs, tuple):
-        return tuple(x[k] for x in xs)
+        return tuple(None if x is None else x[k] for x in xs)
     return xs[k]

@@ -10,6 +10,8 @@ from scipy.linalg import lapack
 
 from mfg_pde.backends._base import BaseBackend
 
+_dgtsv = lapack.dgtsv
+
 
 class NumpyBackend(BaseBackend):
     """NumPy arrays on the CPU; tridiagonal solves by LAPACK ``dgtsv`` or a batched Thomas."""
@@ -37,6 +39,10 @@ class NumpyBackend(BaseBackend):
         return np.gradient(f, dx, axis=axis, edge_order=1)
 
     def solve_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
+        if diag.ndim == 1 and lower.shape == upper.shape == rhs.shape == diag.shape:
+            # One system (every implicit time step in 1D): straight to LAPACK.
+            _, _, _, x, info = _dgtsv(lower[1:], diag, upper[:-1], rhs)
+            return np.full(diag.shape, np.nan) if info > 0 else x
         lower, diag, upper, rhs = np.broadcast_arrays(lower, diag, upper, rhs)
         n = diag.shape[-1]
         batch = diag.shape[:-1]

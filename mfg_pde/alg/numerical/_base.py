@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from mfg_pde._problem import MFGProblem
 from mfg_pde.backends import BaseBackend, create_backend
+
+#: Compiled programs kept per (backend, static structure); the oldest is dropped first.
+COMPILED_CACHE_SIZE = 32
+_compiled: OrderedDict[Hashable, Callable] = OrderedDict()
+
+
+def compiled_program(backend: BaseBackend, key: tuple, build: Callable[[], Callable]) -> Callable:
+    """``backend.jit(build())``, shared by every solver whose static structure is ``key``.
+
+    ``key`` must name everything the built function closes over (grid sizes, boundary,
+    the running-cost callable, solver options); the values that change between problems
+    of one structure (σ, λ, dx, dt, the cost parameters, g, m0) are passed as arguments.
+    So a second solver for a problem that differs only in values reuses the compiled
+    program instead of compiling again, and a batch of them can be vmapped.
+    """
+    full_key = (backend.name, backend.device, *key)
+    fn = _compiled.get(full_key)
+    if fn is None:
+        fn = backend.jit(build())
+        _compiled[full_key] = fn
+        while len(_compiled) > COMPILED_CACHE_SIZE:
+            _compiled.popitem(last=False)
+    else:
+        _compiled.move_to_end(full_key)
+    return fn
 
 
 class BaseSolver:
@@ -48,3 +75,27 @@ class BaseSolver:
         if tuple(out.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(out.shape)}")
         return out
+
+    def problem_arrays(self) -> dict[str, Any]:
+        """The problem's values on the backend: the arguments of the compiled marches."""
+        return problem_arrays(self.problem, self._backend)
+
+
+def problem_arrays(problem: MFGProblem, backend: BaseBackend) -> dict[str, Any]:
+    """Grid, times, g, m0, the scheme's constants and the cost parameters of ``problem``.
+
+    Scalars stay Python floats: a jitted function treats them as traced arguments, so
+    their values never enter the compiled code.
+    """
+    from mfg_pde.alg.numerical._stencils import neighbour_counts, scheme_constants
+
+    p = problem
+    return {
+        "c": scheme_constants(p),
+        "x": backend.from_numpy(p.x),
+        "t": backend.from_numpy(p.t),
+        "g": backend.from_numpy(p.g),
+        "m0": backend.from_numpy(p.m0),
+        "counts": backend.from_numpy(neighbour_counts(p.Nx, p.boundary == "periodic")),
+        "cost": {k: float(v) for k, v in p.cost_parameters.items()},
+    }

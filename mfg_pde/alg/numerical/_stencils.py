@@ -12,7 +12,9 @@ Tridiagonal operators are triples ``(lower, diag, upper)`` in the convention of
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 
 def neighbours(xp: Any, u: Any, periodic: bool) -> tuple[Any, Any]:
@@ -24,55 +26,79 @@ def neighbours(xp: Any, u: Any, periodic: bool) -> tuple[Any, Any]:
     return left, right
 
 
-def one_sided_gradients(xp: Any, u: Any, dx: float, periodic: bool) -> tuple[Any, Any]:
-    """Forward and backward differences ``(D+ u, D- u)`` (zero across no-flux walls)."""
-    left, right = neighbours(xp, u, periodic)
-    return (right - u) / dx, (u - left) / dx
-
-
 def central_gradient(xp: Any, u: Any, dx: float, periodic: bool) -> Any:
     """Central difference ``(u_{i+1} - u_{i-1}) / (2 dx)`` with the ghost rules."""
     left, right = neighbours(xp, u, periodic)
     return (right - left) / (2.0 * dx)
 
 
-def hamiltonian(xp: Any, u: Any, dx: float, control_cost: float, periodic: bool):
-    """Godunov numerical Hamiltonian of ``|p|^2 / (2 λ)`` and its two partial derivatives.
+class SchemeConstants(NamedTuple):
+    """The scalars of the scheme: plain floats, or 0-d backend arrays inside compiled code.
 
-    ``H(p+, p-) = (min(p+, 0)^2 + max(p-, 0)^2) / (2 λ)`` is nonincreasing in ``p+`` and
-    nondecreasing in ``p-`` (monotone), consistent with ``|p|^2 / (2 λ)``.
-
-    Returns ``H``, ``dH/dp+ = min(p+, 0) / λ <= 0`` and ``dH/dp- = max(p-, 0) / λ >= 0``.
+    Passing them as arrays (not as Python constants closed over) is what lets one compiled
+    program serve every problem of the same shape: changing σ or λ changes values, not code.
     """
-    p_plus, p_minus = one_sided_gradients(xp, u, dx, periodic)
-    a = xp.minimum(p_plus, 0.0)
-    b = xp.maximum(p_minus, 0.0)
-    return (a * a + b * b) / (2.0 * control_cost), a / control_cost, b / control_cost
+
+    dx: Any
+    dt: Any
+    nu: Any
+    control_cost: Any
 
 
-def hjb_jacobian(
-    xp: Any, dh_plus: Any, dh_minus: Any, dx: float, nu: float, dt: float, periodic: bool
-) -> tuple[Any, Any, Any]:
-    """Tridiagonal ``I/dt - ν Δ + dH/du`` (the linearised implicit HJB step).
+def scheme_constants(problem: Any) -> SchemeConstants:
+    """The problem's ``dx``, ``dt``, ``ν = σ²/2`` and ``λ`` as floats."""
+    return SchemeConstants(problem.dx, problem.dt, problem.nu, problem.control_cost)
 
-    Row ``i`` of ``dH/du``: ``-dH/dp-_i / dx`` at ``i-1``, ``(dH/dp-_i - dH/dp+_i) / dx``
-    at ``i`` and ``dH/dp+_i / dx`` at ``i+1``: nonpositive off the diagonal, zero row
-    sums, so the whole matrix is an M-matrix. For no-flux grids the ghost columns are
-    folded onto the diagonal.
+
+def upwind_derivatives(xp: Any, u: Any, c: SchemeConstants, periodic: bool):
+    r"""One-sided slopes and the derivatives of the Godunov Hamiltonian of ``|p|²/(2λ)``.
+
+    With ``p± = D± u``, the numerical Hamiltonian
+    ``H(p+, p-) = (min(p+, 0)² + max(p-, 0)²) / (2λ)`` is nonincreasing in ``p+`` and
+    nondecreasing in ``p-`` (monotone) and consistent with ``|p|²/(2λ)``.
+
+    Returns ``(a, b, d)``: ``a = dH/dp+ = min(p+, 0)/λ <= 0``, ``b = dH/dp- = max(p-, 0)/λ
+    >= 0`` and the differences ``d`` with ``p- = d[..., :-1]``, ``p+ = d[..., 1:]``; then
+    ``H = λ (a² + b²) / 2``. Works on any leading (time) axes.
     """
-    k = nu / (dx * dx)
-    lower = -k - dh_minus / dx
-    diag = 1.0 / dt + 2.0 * k + (dh_minus - dh_plus) / dx
-    upper = -k + dh_plus / dx
+    if periodic:
+        padded = xp.concat([u[..., -1:], u, u[..., :1]], axis=-1)
+    else:  # reflecting ghosts u_{-1} = u_0, u_N = u_{N-1}
+        padded = xp.concat([u[..., :1], u, u[..., -1:]], axis=-1)
+    d = (padded[..., 1:] - padded[..., :-1]) / c.dx
+    a = xp.minimum(d[..., 1:], 0.0) / c.control_cost
+    b = xp.maximum(d[..., :-1], 0.0) / c.control_cost
+    return a, b, d
+
+
+def neighbour_counts(nx: int, periodic: bool) -> np.ndarray:
+    """Neighbours inside the domain per node: 2, or 1 at a no-flux wall (reflecting ghost).
+
+    ``1/dt + ν · count / dx²`` is the part of the implicit diagonal that does not depend
+    on ``u``: a ghost value equal to its neighbour cancels one ``-ν/dx²`` coupling.
+    """
+    count = np.full(nx, 2.0)
     if not periodic:
-        # Ghost node u_{-1} = u_0 and u_N = u_{N-1}: their coefficients join the diagonal.
-        zero = xp.zeros_like(lower[..., :1])
-        diag = xp.concat(
-            [diag[..., :1] + lower[..., :1], diag[..., 1:-1], diag[..., -1:] + upper[..., -1:]],
-            axis=-1,
-        )
-        lower = xp.concat([zero, lower[..., 1:]], axis=-1)
-        upper = xp.concat([upper[..., :-1], zero], axis=-1)
+        count[[0, -1]] = 1.0
+    return count
+
+
+def hjb_jacobian_from_slopes(
+    a: Any, b: Any, diag0: Any, c: SchemeConstants
+) -> tuple[Any, Any, Any]:
+    """Tridiagonal ``I/dt - ν Δ + dH/du`` from :func:`upwind_derivatives`' ``a, b``.
+
+    Row ``i`` of ``dH/du``: ``-b_i / dx`` at ``i-1``, ``(b_i - a_i) / dx`` at ``i`` and
+    ``a_i / dx`` at ``i+1``: nonpositive off the diagonal, zero row sums, so the matrix is
+    an M-matrix. ``diag0 = 1/dt + ν · neighbour_counts / dx²``. On no-flux grids the ghost
+    couplings are folded onto ``diag0``, and ``lower[..., 0]`` / ``upper[..., -1]`` are
+    not matrix entries: they hold stray values that every tridiagonal solver ignores
+    (zero them before assembling a matrix). On periodic grids they are the cyclic couplings.
+    """
+    k = c.nu / (c.dx * c.dx)
+    lower = -k - b / c.dx
+    upper = a / c.dx - k
+    diag = diag0 + (b - a) / c.dx
     return lower, diag, upper
 
 
@@ -80,12 +106,7 @@ def transpose(xp: Any, lower: Any, diag: Any, upper: Any) -> tuple[Any, Any, Any
     """Transpose of a (cyclic) tridiagonal matrix given as ``(lower, diag, upper)``.
 
     ``A^T[i, i-1] = A[i-1, i] = upper[i-1]`` and ``A^T[i, i+1] = A[i+1, i] = lower[i+1]``;
-    the wrapped entries are exactly the cyclic couplings (and zeros without them).
+    the wrapped entries are exactly the cyclic couplings (on no-flux grids, the ignored
+    end entries).
     """
     return xp.roll(upper, 1, axis=-1), diag, xp.roll(lower, -1, axis=-1)
-
-
-def laplacian(xp: Any, u: Any, dx: float, periodic: bool) -> Any:
-    """Second difference ``(u_{i-1} - 2 u_i + u_{i+1}) / dx^2`` with the ghost rules."""
-    left, right = neighbours(xp, u, periodic)
-    return (left - 2.0 * u + right) / (dx * dx)

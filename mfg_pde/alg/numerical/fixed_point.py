@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
+from mfg_pde.alg.numerical._base import compiled_program
+from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver, make_fp_march
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
+from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver, make_hjb_march
 from mfg_pde.backends import BaseBackend, create_backend
 from mfg_pde.utils.anderson_acceleration import AndersonAccelerator
+
+#: Values of :attr:`IterationState.status`.
+RUNNING, CONVERGED, NONFINITE_U, NONFINITE_M = 0, 1, 2, 3
+
+
+class IterationState(NamedTuple):
+    """Everything a fixed-point iteration carries: fixed shapes, so it compiles."""
+
+    U: Any  # (Nt + 1, Nx) current iterate
+    M: Any
+    k: Any  # () iterations done
+    res_u: Any  # (max_iterations,) relative change of U per iteration
+    res_m: Any
+    status: Any  # () RUNNING, CONVERGED, NONFINITE_U or NONFINITE_M
+    newton_failures: Any  # () in the last HJB solve
+    bad: Any  # (Nt + 1, Nx) the non-finite output, kept to locate where it started
+    anderson: Any  # AndersonState or None
 
 
 class FixedPointIterator:
@@ -29,7 +49,26 @@ class FixedPointIterator:
 
     The iteration stops when the relative L2 change of the undamped map,
     ``||Û - U_k|| / ||Û||`` and ``||M̂ - M_k|| / ||M̂||``, is below ``tolerance`` for both;
-    if a solver produces NaN or inf it stops at once and the result says where.
+    if a solver produces NaN or inf it stops at once and the result says where. The HJB
+    Newton iterations start from ``U_k``.
+
+    How it runs (``compile=True``, the default):
+
+    * jax with finite-difference HJB and FP: the whole solve is one compiled program, a
+      ``lax.while_loop`` over iterations with fixed-shape state (the residual histories
+      are arrays of length ``max_iterations``, the Anderson history a ring buffer) around
+      the two ``lax.scan`` time marches. It is compiled once per problem structure (grid
+      sizes, boundary, running-cost callable, options); σ, λ, the domain, g, m0 and
+      ``cost_parameters`` are arguments, so changing them does not recompile.
+      ``result.timings["compile"]`` is the compile time (0 when reused). If compilation
+      fails (a running cost that cannot be traced), a warning is issued and the solve
+      runs eagerly.
+    * elsewhere: a Python loop over iterations around the solvers' marches, with one
+      host synchronisation per iteration (the status flag); torch marches themselves
+      never synchronise.
+
+    ``compile=False`` runs everything op by op (Python loops even on jax): the reference
+    the compiled program is tested against.
 
     Parameters
     ----------
@@ -43,6 +82,7 @@ class FixedPointIterator:
         Damping of the Picard update (Anderson's mixing parameter).
     use_anderson : bool
     anderson_depth : int
+    compile : bool
     """
 
     def __init__(
@@ -54,6 +94,7 @@ class FixedPointIterator:
         thetaUM: float = 0.5,
         use_anderson: bool = False,
         anderson_depth: int = 5,
+        compile: bool = True,
     ) -> None:
         if not isinstance(problem, MFGProblem):
             raise TypeError(f"problem must be an MFGProblem, got {type(problem).__name__}")
@@ -68,6 +109,8 @@ class FixedPointIterator:
             raise TypeError(f"anderson_depth must be an int, got {anderson_depth!r}")
         if anderson_depth < 1:
             raise ValueError(f"anderson_depth must be >= 1, got {anderson_depth}")
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
         self.problem = problem
         self.hjb_solver = hjb_solver
         self.fp_solver = fp_solver
@@ -90,10 +133,21 @@ class FixedPointIterator:
         self.use_anderson = bool(use_anderson)
         self.anderson_depth = anderson_depth
         self.anderson_on_u_only = self.use_anderson and isinstance(fp_solver, FPParticleSolver)
+        self.compile = compile
 
     @property
     def name(self) -> str:
         return f"FixedPointIterator[{self.backend.name}]"
+
+    @property
+    def runs_as_one_program(self) -> bool:
+        """Whether :meth:`solve` runs as one compiled program (jax, FDM-FDM, compile=True)."""
+        return (
+            self.compile
+            and self.backend.has_capability("kernel_fusion")
+            and type(self.hjb_solver) is HJBFDMSolver
+            and type(self.fp_solver) is FPFDMSolver
+        )
 
     def solve(self, max_iterations: int = 100, tolerance: float = 1e-6) -> MFGResult:
         """Iterate until both relative changes are below ``tolerance``.
@@ -107,75 +161,248 @@ class FixedPointIterator:
             raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
         if not (isinstance(tolerance, (int, float)) and tolerance > 0):
             raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
-        b, xp, p = self.backend, self.backend.xp, self.problem
         notes: list[str] = []
-        accelerator = None
-        if self.use_anderson:
-            accelerator = AndersonAccelerator(b, depth=self.anderson_depth, beta=self.thetaUM)
-            if self.anderson_on_u_only:
+        if self.anderson_on_u_only:
+            msg = (
+                "Anderson acceleration with a particle FP solver amplifies sampling noise; "
+                "it is applied to U only and M is damped with thetaUM"
+            )
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            notes.append(msg)
+
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        state = None
+        if self.runs_as_one_program:
+            try:
+                state, timings["compile"] = self._solve_compiled(max_iterations, tolerance)
+            except Exception as err:  # tracing or compilation failed: run op by op
                 msg = (
-                    "Anderson acceleration with a particle FP solver amplifies sampling noise; "
-                    "it is applied to U only and M is damped with thetaUM"
+                    f"compiling the fixed-point solve failed ({type(err).__name__}: {err}); "
+                    "running it eagerly instead (much slower)"
                 )
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
                 notes.append(msg)
+        if state is None:
+            state = self._solve_on_host(max_iterations, tolerance, timings)
+        timings["total"] = time.perf_counter() - start
+        return self._result(state, tolerance, max_iterations, timings, notes)
 
-        U = xp.broadcast_to(b.from_numpy(p.g)[None, :], p.shape)
-        M = xp.broadcast_to(b.from_numpy(p.m0)[None, :], p.shape)
-        res_u: list[float] = []
-        res_m: list[float] = []
-        timings = {"hjb": 0.0, "fp": 0.0}
-        converged, reason = False, f"reached max_iterations={max_iterations}"
+    # -- the iteration, written once ----------------------------------------------------
+    def _iteration(self, backend: BaseBackend, hjb: Any, fp: Any, max_iterations: int):
+        """``(arrays, tolerance, state) -> state``: one fixed-point iteration, pure.
+
+        ``hjb(arrays, M, U_guess) -> (U, newton_failures)`` and ``fp(arrays, U) -> M``
+        are the marches; the same function is the body of the compiled while_loop and
+        of the host loop.
+        """
+        xp, theta = backend.xp, self.thetaUM
+        accelerator = self._accelerator(backend)
+        u_only = self.anderson_on_u_only
+        slots = xp.arange(max_iterations, **backend._device_kw())
+
+        def iteration(arrays: dict, tolerance: Any, s: IterationState) -> IterationState:
+            U_hat, failures = hjb(arrays, s.M, s.U)
+            M_hat = fp(arrays, U_hat)
+            bad_u = ~xp.all(xp.isfinite(U_hat))
+            bad_m = ~xp.all(xp.isfinite(M_hat))
+            ru = _relative_change(xp, U_hat, s.U)
+            rm = _relative_change(xp, M_hat, s.M)
+            converged = (ru < tolerance) & (rm < tolerance)
+            status = xp.where(
+                bad_u,
+                NONFINITE_U,
+                xp.where(bad_m, NONFINITE_M, xp.where(converged, CONVERGED, RUNNING)),
+            )
+            if accelerator is None:
+                U_next = theta * U_hat + (1 - theta) * s.U
+                M_next = theta * M_hat + (1 - theta) * s.M
+                anderson = s.anderson
+            else:
+                U_next, M_next, anderson = _anderson_update(
+                    xp, accelerator, u_only, theta, s, U_hat, M_hat
+                )
+            keep = bad_u | bad_m  # the last finite iterate is the answer
+            record = ~keep
+            return IterationState(
+                U=xp.where(keep, s.U, xp.where(converged, U_hat, U_next)),
+                M=xp.where(keep, s.M, xp.where(converged, M_hat, M_next)),
+                k=s.k + 1,
+                res_u=xp.where((slots == s.k) & record, ru, s.res_u),
+                res_m=xp.where((slots == s.k) & record, rm, s.res_m),
+                status=status,
+                newton_failures=failures,
+                bad=xp.where(bad_u, U_hat, M_hat) if keep is not None else s.bad,
+                anderson=anderson,
+            )
+
+        return iteration
+
+    def _accelerator(self, backend: BaseBackend) -> AndersonAccelerator | None:
+        if not self.use_anderson:
+            return None
+        return AndersonAccelerator(backend, depth=self.anderson_depth, beta=self.thetaUM)
+
+    def _initial_state(self, backend: BaseBackend, arrays: dict, max_iterations: int):
+        xp, p = backend.xp, self.problem
+        U = xp.broadcast_to(arrays["g"][None, :], p.shape) + 0.0
+        M = xp.broadcast_to(arrays["m0"][None, :], p.shape) + 0.0
+        dev = backend._device_kw()
+        accelerator = self._accelerator(backend)
+        anderson = None
+        if accelerator is not None:
+            size = p.shape[0] * p.shape[1]
+            anderson = accelerator.init(size if self.anderson_on_u_only else 2 * size)
+        return IterationState(
+            U=U,
+            M=M,
+            k=xp.asarray(0, **dev),
+            res_u=backend.zeros((max_iterations,)),
+            res_m=backend.zeros((max_iterations,)),
+            status=xp.asarray(RUNNING, **dev),
+            newton_failures=xp.asarray(0, **dev),
+            bad=xp.zeros_like(U),
+            anderson=anderson,
+        )
+
+    # -- the two ways to run it ---------------------------------------------------------
+    def _solve_compiled(
+        self, max_iterations: int, tolerance: float
+    ) -> tuple[IterationState, float]:
+        """The whole iteration as one compiled program (jax); returns (state, compile s)."""
+        program, compile_seconds = self.program(max_iterations)
+        state = program(self.hjb_solver.problem_arrays(), tolerance)
+        self.backend.to_numpy(state.k)  # wait for it: jax dispatches asynchronously
+        return state, compile_seconds
+
+    def program(self, max_iterations: int) -> tuple[Any, float]:
+        """The compiled ``(arrays, tolerance) -> IterationState`` and its compile time.
+
+        The program is shared by every iterator with the same structure (see
+        :func:`~mfg_pde.alg.numerical._base.compiled_program`): the compile time is 0
+        when it was compiled before. ``arrays`` may carry a leading batch axis under
+        ``jax.vmap`` (see :func:`mfg_pde.solve_mfg_batch`).
+        """
+        b, p, hjb = self.backend, self.problem, self.hjb_solver
+        periodic = p.boundary == "periodic"
+        key = (
+            "fixed_point",
+            p.Nx,
+            p.Nt,
+            p.boundary,
+            p.running_cost,
+            tuple(p.cost_parameters),
+            hjb.newton_tolerance,
+            hjb.max_newton_iterations,
+            self.thetaUM,
+            self.use_anderson,
+            self.anderson_depth,
+            max_iterations,
+        )
+
+        def build():
+            hjb_march = make_hjb_march(
+                b,
+                p.running_cost,
+                periodic,
+                hjb.newton_tolerance,
+                hjb.max_newton_iterations,
+            )
+            iteration = self._iteration(b, hjb_march, make_fp_march(b, periodic), max_iterations)
+
+            def run(arrays: dict, tolerance: Any) -> IterationState:
+                state = self._initial_state(b, arrays, max_iterations)
+                return b.while_loop(
+                    lambda s: (s.k < max_iterations) & (s.status == RUNNING),
+                    lambda s: iteration(arrays, tolerance, s),
+                    state,
+                )
+
+            return run
+
+        before = _compiled_count()
+        program = compiled_program(b, key, build)
+        fresh = _compiled_count() > before or not getattr(program, "_warm", False)
+        if not fresh:
+            return program, 0.0
+        # Compile now, with a run that stops after one iteration (tolerance inf), so that
+        # compiling and solving are timed apart; that iteration's time is in the figure.
         start = time.perf_counter()
+        b.to_numpy(program(self.hjb_solver.problem_arrays(), float("inf")).k)
+        seconds = time.perf_counter() - start
+        program._warm = True
+        return program, seconds
+
+    def _solve_on_host(self, max_iterations: int, tolerance: float, timings: dict):
+        """A Python loop over iterations: one host synchronisation (the status) each."""
+        b, xp = self.backend, self.backend.xp
+        if not self.compile:
+            b = b.eager()
+            hjb, fp = _eager_copy(self.hjb_solver, b), _eager_copy(self.fp_solver, b)
+        else:
+            hjb, fp = self.hjb_solver, self.fp_solver
+        timings.update(hjb=0.0, fp=0.0)
+
+        def hjb_march(arrays, M, U_guess):
+            t0 = time.perf_counter()
+            U = hjb.solve_backend(M, U_guess)
+            timings["hjb"] += time.perf_counter() - t0
+            return U, hjb._failures
+
+        def fp_march(arrays, U):
+            t0 = time.perf_counter()
+            M = fp.solve_backend(U)
+            timings["fp"] += time.perf_counter() - t0
+            return M
+
+        arrays = hjb.problem_arrays()
+        iteration = self._iteration(b, hjb_march, fp_march, max_iterations)
+        state = self._initial_state(b, arrays, max_iterations)
         for k in range(max_iterations):
             t0 = time.perf_counter()
-            U_hat = self.hjb_solver.solve_backend(M)
-            t1 = time.perf_counter()
-            # Where a march first met NaN/inf: HJB runs backward, so the latest time.
-            bad = _nonfinite_origin(b, U_hat, backward=True)
-            if bad is None:
-                M_hat = self.fp_solver.solve_backend(U_hat)
-                bad = _nonfinite_origin(b, M_hat, backward=False)
-                where = "M (FP solve)"
-            else:
-                where = "U (HJB solve)"
-            t2 = time.perf_counter()
-            timings["hjb"] += t1 - t0
-            timings["fp"] += t2 - t1
+            state = iteration(arrays, tolerance, state)
+            if int(b.to_numpy(state.status)) != RUNNING:
+                break
             if k == 0:
-                timings["first_iteration"] = t2 - t0
-            if bad is not None:
-                n, i = bad
-                reason = (
-                    f"non-finite values in {where} at iteration {k + 1}, time index {n} "
-                    f"(t={p.t[n]:.4g}), x index {i} (x={p.x[i]:.4g}); returning the last "
-                    "finite iterate"
-                )
-                break
-            ru = float(b.to_numpy(_relative_change(xp, U_hat, U)))
-            rm = float(b.to_numpy(_relative_change(xp, M_hat, M)))
-            res_u.append(ru)
-            res_m.append(rm)
-            if ru < tolerance and rm < tolerance:
-                U, M = U_hat, M_hat
-                converged, reason = True, f"both residuals below tolerance={tolerance:g}"
-                break
-            U, M = self._update(accelerator, U, M, U_hat, M_hat)
-        timings["total"] = time.perf_counter() - start
-        newton_failures = getattr(self.hjb_solver, "last_newton_failures", 0)
-        if newton_failures:
+                timings["first_iteration"] = time.perf_counter() - t0
+        del xp
+        return state
+
+    def _result(self, state: IterationState, tolerance, max_iterations, timings, notes):
+        b, p = self.backend, self.problem
+        status = int(b.to_numpy(state.status))
+        k = int(b.to_numpy(state.k))
+        recorded = k - (1 if status in (NONFINITE_U, NONFINITE_M) else 0)
+        converged = status == CONVERGED
+        if converged:
+            reason = f"both residuals below tolerance={tolerance:g}"
+        elif status == RUNNING:
+            reason = f"reached max_iterations={max_iterations}"
+        else:
+            where = "U (HJB solve)" if status == NONFINITE_U else "M (FP solve)"
+            n, i = _nonfinite_origin(b.to_numpy(state.bad), backward=status == NONFINITE_U)
+            reason = (
+                f"non-finite values in {where} at iteration {k}, time index {n} "
+                f"(t={p.t[n]:.4g}), x index {i} (x={p.x[i]:.4g}); returning the last "
+                "finite iterate"
+            )
+        newton_failures = int(b.to_numpy(state.newton_failures))
+        if newton_failures and status not in (NONFINITE_U, NONFINITE_M):
             notes.append(
                 f"HJB Newton hit its iteration cap on {newton_failures} time steps in the "
                 "last solve"
             )
         return MFGResult(
-            U=b.to_numpy(U).copy(),
-            M=b.to_numpy(M).copy(),
+            U=b.to_numpy(state.U).copy(),
+            M=b.to_numpy(state.M).copy(),
             x=p.x.copy(),
             t=p.t.copy(),
             converged=converged,
-            iterations=len(res_u),
-            residuals={"U": np.asarray(res_u), "M": np.asarray(res_m)},
+            iterations=recorded,
+            residuals={
+                "U": b.to_numpy(state.res_u)[:recorded].copy(),
+                "M": b.to_numpy(state.res_m)[:recorded].copy(),
+            },
             reason=reason,
             backend=b.name,
             device=b.device,
@@ -185,20 +412,36 @@ class FixedPointIterator:
             warnings=notes,
         )
 
-    def _update(self, accelerator, U, M, U_hat, M_hat):
-        xp, theta = self.backend.xp, self.thetaUM
-        if accelerator is None:
-            return theta * U_hat + (1 - theta) * U, theta * M_hat + (1 - theta) * M
-        shape = self.problem.shape
-        if self.anderson_on_u_only:
-            U_next = accelerator.update(xp.reshape(U, (-1,)), xp.reshape(U_hat, (-1,)))
-            return xp.reshape(U_next, shape), theta * M_hat + (1 - theta) * M
-        size = shape[0] * shape[1]
-        stacked = accelerator.update(
-            xp.concat([xp.reshape(U, (-1,)), xp.reshape(M, (-1,))]),
-            xp.concat([xp.reshape(U_hat, (-1,)), xp.reshape(M_hat, (-1,))]),
+
+def _anderson_update(xp, accelerator, u_only, theta, s, U_hat, M_hat):
+    shape = U_hat.shape
+    if u_only:
+        U_next, anderson = accelerator.step(
+            s.anderson, xp.reshape(s.U, (-1,)), xp.reshape(U_hat, (-1,))
         )
-        return xp.reshape(stacked[:size], shape), xp.reshape(stacked[size:], shape)
+        return xp.reshape(U_next, shape), theta * M_hat + (1 - theta) * s.M, anderson
+    size = shape[0] * shape[1]
+    stacked, anderson = accelerator.step(
+        s.anderson,
+        xp.concat([xp.reshape(s.U, (-1,)), xp.reshape(s.M, (-1,))]),
+        xp.concat([xp.reshape(U_hat, (-1,)), xp.reshape(M_hat, (-1,))]),
+    )
+    return xp.reshape(stacked[:size], shape), xp.reshape(stacked[size:], shape), anderson
+
+
+def _eager_copy(solver: Any, backend: BaseBackend) -> Any:
+    """A copy of ``solver`` on the eager view of its backend (the original is untouched)."""
+    import copy
+
+    clone = copy.copy(solver)
+    clone.set_backend(backend)
+    return clone
+
+
+def _compiled_count() -> int:
+    from mfg_pde.alg.numerical import _base
+
+    return len(_base._compiled)
 
 
 def _relative_change(xp: Any, new: Any, old: Any) -> Any:
@@ -206,16 +449,12 @@ def _relative_change(xp: Any, new: Any, old: Any) -> Any:
     return diff / xp.maximum(xp.sqrt(xp.sum(new**2)), 1e-300)
 
 
-def _nonfinite_origin(backend: BaseBackend, arr: Any, backward: bool) -> tuple[int, int] | None:
-    """(time index, x index) where a march first produced NaN/inf, or None.
+def _nonfinite_origin(arr: np.ndarray, backward: bool) -> tuple[int, int]:
+    """(time index, x index) where a march first produced NaN/inf.
 
     A forward march's first bad level is the earliest, a backward one's the latest.
-    One host synchronisation per call.
     """
-    xp = backend.xp
-    if bool(backend.to_numpy(xp.all(xp.isfinite(arr)))):
-        return None
-    bad = np.argwhere(~np.isfinite(backend.to_numpy(arr)))
+    bad = np.argwhere(~np.isfinite(arr))
     level = bad[:, 0].max() if backward else bad[:, 0].min()
     n, i = bad[bad[:, 0] == level][0]
     return int(n), int(i)

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from mfg_pde.alg.numerical import _stencils as st
-from mfg_pde.alg.numerical._base import BaseSolver
+from mfg_pde.alg.numerical._base import BaseSolver, compiled_program
+from mfg_pde.backends import BaseBackend
 
 
 class FPFDMSolver(BaseSolver):
@@ -24,6 +25,9 @@ class FPFDMSolver(BaseSolver):
     row sums besides ``I/dt``, so its transpose preserves ``sum(M) * dx`` exactly (to
     round-off) and maps nonnegative densities to nonnegative densities.
 
+    The matrices of all time levels are built at once (vectorised over time); only the
+    tridiagonal solves run in sequence.
+
     Parameters
     ----------
     problem : MFGProblem
@@ -31,10 +35,15 @@ class FPFDMSolver(BaseSolver):
     """
 
     def _build(self) -> None:
-        b = self.backend
-        self._m0 = b.from_numpy(self.problem.m0)
-        self._g = b.from_numpy(self.problem.g)
-        self._march_compiled = b.jit(self._march)
+        self._arrays = self.problem_arrays()
+
+    def march_program(self) -> Any:
+        """The compiled ``(arrays, U) -> M`` of this problem's structure."""
+        p = self.problem
+        key = ("fp", p.Nx, p.Nt, p.boundary)
+        return compiled_program(
+            self.backend, key, lambda: make_fp_march(self.backend, p.boundary == "periodic")
+        )
 
     def solve(self, U: Any = None) -> np.ndarray:
         """Density path for a given value function.
@@ -55,19 +64,26 @@ class FPFDMSolver(BaseSolver):
         """As :meth:`solve`, returning a backend array."""
         p = self.problem
         if U is None:
-            U = self.xp.broadcast_to(self._g[None, :], p.shape)
-        return self._march_compiled(self._as_backend(U, "U", p.shape))
+            U = self.xp.broadcast_to(self._arrays["g"][None, :], p.shape)
+        return self.march_program()(self._arrays, self._as_backend(U, "U", p.shape))
 
-    def _march(self, U: Any) -> Any:
-        xp, b, p = self.xp, self.backend, self.problem
-        periodic = p.boundary == "periodic"
-        solve_linear = b.solve_cyclic_tridiagonal if periodic else b.solve_tridiagonal
 
-        def time_step(m, u):
-            _, dh_plus, dh_minus = st.hamiltonian(xp, u, p.dx, p.control_cost, periodic)
-            matrix = st.hjb_jacobian(xp, dh_plus, dh_minus, p.dx, p.nu, p.dt, periodic)
-            m_next = solve_linear(*st.transpose(xp, *matrix), m / p.dt)
+def make_fp_march(backend: BaseBackend, periodic: bool):
+    """The forward march as a pure function ``(arrays, U) -> M`` (see :class:`FPFDMSolver`)."""
+    b, xp = backend, backend.xp
+    solve_linear = b.solve_cyclic_tridiagonal if periodic else b.solve_tridiagonal
+
+    def march(arrays: dict, U: Any) -> Any:
+        c = arrays["c"]
+        diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * arrays["counts"]
+        a, bb, _ = st.upwind_derivatives(xp, U[:-1], c, periodic)
+        matrices = st.transpose(xp, *st.hjb_jacobian_from_slopes(a, bb, diag0, c))
+
+        def time_step(m, matrix):
+            m_next = solve_linear(*matrix, m / c.dt)
             return m_next, m_next
 
-        _, densities = b.scan(time_step, self._m0, U[:-1])
-        return xp.concat([self._m0[None, :], densities], axis=0)
+        _, densities = b.scan(time_step, arrays["m0"], matrices)
+        return xp.concat([arrays["m0"][None, :], densities], axis=0)
+
+    return march

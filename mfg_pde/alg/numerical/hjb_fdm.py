@@ -9,8 +9,12 @@ import numpy as np
 
 from mfg_pde._problem import MFGProblem
 from mfg_pde.alg.numerical import _stencils as st
-from mfg_pde.alg.numerical._base import BaseSolver
+from mfg_pde.alg.numerical._base import BaseSolver, compiled_program
 from mfg_pde.backends import BaseBackend
+
+#: Newton iterations a sync-free march (torch) runs unconditionally per time step before
+#: it checks, once after the march, whether every step converged.
+SYNC_FREE_NEWTON_ITERATIONS = 4
 
 
 class HJBFDMSolver(BaseSolver):
@@ -22,10 +26,22 @@ class HJBFDMSolver(BaseSolver):
         \frac{U^n_i - U^{n+1}_i}{\Delta t} - \nu (\Delta_h U^n)_i
             + H(D^+U^n_i, D^-U^n_i) = f(x_i, M^{n+1}, t_{n+1}),
 
-    with the Godunov Hamiltonian of :func:`~mfg_pde.alg.numerical._stencils.hamiltonian`
+    with the Godunov Hamiltonian of :func:`~mfg_pde.alg.numerical._stencils.upwind_derivatives`
     and ``U^{Nt} = g``. Each step is a nonlinear system with a tridiagonal (cyclic when
-    periodic) M-matrix Jacobian, solved by Newton's method from ``U^{n+1}``. The scheme
-    is monotone and first order in ``dx`` and ``dt``.
+    periodic) M-matrix Jacobian, solved by Newton's method. The scheme is monotone and
+    first order in ``dx`` and ``dt``.
+
+    Newton starts from ``U^{n+1}``, or from a guess of the whole path (the fixed-point
+    iterator passes its current iterate, which is within the last Picard change of the
+    answer, so late iterations need two Newton steps). It stops when the error estimate
+    of the last step is below the tolerance: ``|δ_k| <= tol`` or, once the contraction
+    rate ``ρ = |δ_k| / |δ_{k-1}| < 1/2`` is measured, ``2 ρ |δ_k| <= tol`` (the usual
+    ``ρ/(1-ρ) |δ_k|`` bound; Kelley, *Iterative Methods for Linear and Nonlinear
+    Equations*, 1995), with ``tol = newton_tolerance * max(1, max|U^{n+1}|)``.
+
+    On torch the march never waits for the device: each time step runs
+    ``SYNC_FREE_NEWTON_ITERATIONS`` Newton steps unconditionally, and one check after the
+    march reruns it with more steps if any time step had not converged.
 
     Parameters
     ----------
@@ -33,7 +49,7 @@ class HJBFDMSolver(BaseSolver):
     backend : str, BaseBackend or None
         None chooses automatically (torch > jax > numpy).
     newton_tolerance : float
-        Stop Newton when ``max|δU| <= newton_tolerance * max(1, max|U|)``.
+        Relative tolerance of the Newton error estimate, in (0, 1).
     max_newton_iterations : int
         Cap per time step. Steps that hit it are counted in :attr:`last_newton_failures`.
     """
@@ -53,18 +69,56 @@ class HJBFDMSolver(BaseSolver):
             raise ValueError(f"max_newton_iterations must be >= 1, got {max_newton_iterations}")
         self.newton_tolerance = float(newton_tolerance)
         self.max_newton_iterations = max_newton_iterations
-        self.last_newton_failures = 0
+        self._failures: Any = 0
         super().__init__(problem, backend)
 
-    def _build(self) -> None:
-        b, p = self.backend, self.problem
-        self._x = b.from_numpy(p.x)
-        self._t = b.from_numpy(p.t)
-        self._g = b.from_numpy(p.g)
-        self._m0 = b.from_numpy(p.m0)
-        self._march_compiled = b.jit(self._march)
+    @property
+    def last_newton_failures(self) -> int:
+        """Time steps of the last solve whose Newton iteration did not converge."""
+        return int(self.backend.to_numpy(self._failures))
 
-    def solve(self, M: Any = None) -> np.ndarray:
+    @property
+    def sync_free(self) -> bool:
+        """Whether the march runs a fixed Newton count instead of waiting on the device."""
+        return self.backend.name == "torch"
+
+    def _build(self) -> None:
+        self._arrays = self.problem_arrays()
+        self._newton_count = min(SYNC_FREE_NEWTON_ITERATIONS, self.max_newton_iterations)
+        self._programs: dict[Any, Any] = {}
+
+    def march_program(self, newton_count: int | None = None) -> Any:
+        """The compiled ``(arrays, M, U_guess) -> (U, newton_failures)`` of this structure.
+
+        ``newton_count``: None runs Newton to convergence (a data-dependent loop);
+        an int runs exactly that many steps per time level (no host synchronisation).
+        """
+        p = self.problem
+        key = (
+            "hjb",
+            p.Nx,
+            p.Nt,
+            p.boundary,
+            p.running_cost,
+            tuple(p.cost_parameters),
+            self.newton_tolerance,
+            self.max_newton_iterations,
+            newton_count,
+        )
+        return compiled_program(
+            self.backend,
+            key,
+            lambda: make_hjb_march(
+                self.backend,
+                p.running_cost,
+                p.boundary == "periodic",
+                self.newton_tolerance,
+                self.max_newton_iterations,
+                newton_count,
+            ),
+        )
+
+    def solve(self, M: Any = None, U_guess: Any = None) -> np.ndarray:
         """Value function on a given density path.
 
         Parameters
@@ -72,56 +126,108 @@ class HJBFDMSolver(BaseSolver):
         M : array (Nt + 1, Nx), optional
             Density at every time level (NumPy or backend array). Default: the initial
             density frozen in time, ``M[n] = m0``.
+        U_guess : array (Nt + 1, Nx), optional
+            Newton's starting point at each time level (default ``U^{n+1}``). It changes
+            the work, not the answer (beyond the Newton tolerance).
 
         Returns
         -------
         numpy.ndarray (Nt + 1, Nx)
         """
-        return self.backend.to_numpy(self.solve_backend(M))
+        return self.backend.to_numpy(self.solve_backend(M, U_guess))
 
-    def solve_backend(self, M: Any = None) -> Any:
-        """As :meth:`solve`, returning a backend array (no transfer to the host)."""
+    def solve_backend(self, M: Any = None, U_guess: Any = None) -> Any:
+        """As :meth:`solve`, returning a backend array (no transfer to the host).
+
+        On jax the failure count stays on the device until :attr:`last_newton_failures`
+        is read; on torch one synchronisation checks it after the march.
+        """
         p = self.problem
         if M is None:
-            M = self.xp.broadcast_to(self._m0[None, :], p.shape)
+            M = self.xp.broadcast_to(self._arrays["m0"][None, :], p.shape)
         M = self._as_backend(M, "M", p.shape)
-        U, failures = self._march_compiled(M)
-        self.last_newton_failures = int(self.backend.to_numpy(failures))
-        return U
+        if U_guess is not None:
+            U_guess = self._as_backend(U_guess, "U_guess", p.shape)
+        if not self.sync_free:
+            U, self._failures = self.march_program()(self._arrays, M, U_guess)
+            return U
+        while True:
+            U, self._failures = self.march_program(self._newton_count)(self._arrays, M, U_guess)
+            if self._newton_count >= self.max_newton_iterations or not self.last_newton_failures:
+                return U
+            # Some step needed more Newton steps: keep the count higher for later solves.
+            self._newton_count = min(self._newton_count + 2, self.max_newton_iterations)
 
-    def _march(self, M: Any) -> tuple[Any, Any]:
-        xp, b, p = self.xp, self.backend, self.problem
-        dt, dx, nu, lam = p.dt, p.dx, p.nu, p.control_cost
-        periodic = p.boundary == "periodic"
-        solve_linear = b.solve_cyclic_tridiagonal if periodic else b.solve_tridiagonal
-        x, zero = self._x, xp.zeros_like(self._x)
-        tol, max_it = self.newton_tolerance, self.max_newton_iterations
+
+def make_hjb_march(
+    backend: BaseBackend,
+    running_cost: Any,
+    periodic: bool,
+    tolerance: float,
+    max_iterations: int,
+    newton_count: int | None = None,
+):
+    """The backward march as a pure function ``(arrays, M, U_guess) -> (U, failures)``.
+
+    ``arrays`` is :func:`~mfg_pde.alg.numerical._base.problem_arrays`; everything that
+    may change between problems of one shape is read from it, so the function compiles
+    once per shape and boundary. ``failures`` (a 0-d integer array) counts the time steps
+    whose Newton iteration did not converge. See :class:`HJBFDMSolver`.
+    """
+    b, xp = backend, backend.xp
+    solve_linear = b.solve_cyclic_tridiagonal if periodic else b.solve_tridiagonal
+
+    def march(arrays: dict, M: Any, U_guess: Any) -> tuple[Any, Any]:
+        c, x, cost = arrays["c"], arrays["x"], arrays["cost"]
+        diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * arrays["counts"]
+        zero = xp.zeros_like(x)
+
+        def newton_step(state, rhs, tol):
+            u, it, step, _ = state
+            a, bb, d = st.upwind_derivatives(xp, u, c, periodic)
+            hamiltonian = (0.5 * c.control_cost) * (a * a + bb * bb)
+            diffusion = (c.nu / c.dx) * (d[1:] - d[:-1])
+            residual = u / c.dt - diffusion + hamiltonian - rhs
+            delta = solve_linear(*st.hjb_jacobian_from_slopes(a, bb, diag0, c), residual)
+            new_step = xp.max(xp.abs(delta))
+            rate = new_step / step
+            # Error estimate: |δ| itself, or 2ρ|δ| once a contraction rate ρ < 1/2 is seen
+            # (step is inf before the first Newton step, so rate = 0 is not trusted then).
+            done = (new_step <= tol) | ((it >= 1) & (rate < 0.5) & (2.0 * rate * new_step <= tol))
+            return u - delta, it + 1, new_step, done
 
         def time_step(u_next, inputs):
-            m, t = inputs
-            rhs = u_next / dt + (zero + p.running_cost(x, m, t))
+            m, t, guess, guess_next = inputs
+            rhs = u_next / c.dt + (zero + running_cost(x, m, t, **cost))
+            tol = tolerance * xp.maximum(xp.max(xp.abs(u_next)), 1.0)
+            # From a guess of the path, predict by the change just made at level n + 1.
+            start = u_next if guess is None else guess + (u_next - guess_next)
+            dev = b._device_kw()
+            state = (
+                start,
+                xp.asarray(0, **dev),
+                xp.asarray(math.inf, dtype=b.dtype, **dev),
+                xp.asarray(False, **dev),
+            )
+            if newton_count is None:
+                state = b.while_loop(
+                    lambda s: (s[1] < max_iterations) & ~s[3],
+                    lambda s: newton_step(s, rhs, tol),
+                    state,
+                )
+            else:
+                for _ in range(newton_count):
+                    state = newton_step(state, rhs, tol)
+            u, _, _, done = state
+            return u, (u, ~done)
 
-            def cond(state):
-                _, it, step = state
-                return (it < max_it) & (step > tol)
-
-            def body(state):
-                u, it, _ = state
-                h, dh_plus, dh_minus = st.hamiltonian(xp, u, dx, lam, periodic)
-                residual = u / dt - nu * st.laplacian(xp, u, dx, periodic) + h - rhs
-                lower, diag, upper = st.hjb_jacobian(xp, dh_plus, dh_minus, dx, nu, dt, periodic)
-                delta = solve_linear(lower, diag, upper, residual)
-                u = u - delta
-                step = xp.max(xp.abs(delta)) / xp.maximum(xp.max(xp.abs(u)), 1.0)
-                # NaN must stop the loop: (nan > tol) is False, so map NaN to "failed".
-                step = xp.where(xp.isnan(step), xp.asarray(math.inf, dtype=b.dtype), step)
-                return u, it + 1, step
-
-            init = (u_next, xp.asarray(0), xp.asarray(math.inf, dtype=b.dtype))
-            u, _, step = b.while_loop(cond, body, init)
-            return u, (u, step > tol)
-
-        inputs = (xp.flip(M[1:], axis=0), xp.flip(self._t[1:], axis=0))
-        _, (values, failed) = b.scan(time_step, self._g, inputs)
-        U = xp.concat([xp.flip(values, axis=0), self._g[None, :]], axis=0)
+        guesses = guesses_next = None
+        if U_guess is not None:
+            guesses = xp.flip(U_guess[:-1], axis=0)
+            guesses_next = xp.flip(U_guess[1:], axis=0)
+        inputs = (xp.flip(M[1:], axis=0), xp.flip(arrays["t"][1:], axis=0), guesses, guesses_next)
+        _, (values, failed) = b.scan(time_step, arrays["g"], inputs)
+        U = xp.concat([xp.flip(values, axis=0), arrays["g"][None, :]], axis=0)
         return U, xp.sum(xp.astype(failed, xp.int64))
+
+    return march
