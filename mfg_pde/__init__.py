@@ -6,7 +6,7 @@ when that backend is created.
 
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
-from mfg_pde._solve import solve_mfg
+from mfg_pde._solve import solve_mfg, solve_mfg_batch
 from mfg_pde.backends import available_backends, create_backend
 
 __version__ = "0.1.0"
@@ -18,4 +18,5 @@ __all__ = [
     "available_backends",
     "create_backend",
     "solve_mfg",
+    "solve_mfg_batch",
 ]

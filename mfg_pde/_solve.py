@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import numpy as np
 
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
@@ -11,7 +14,7 @@ from mfg_pde.backends import BaseBackend, create_backend
 METHODS = ("fdm", "particle")
 _PARTICLE_OPTIONS = ("num_particles", "seed", "kde_method", "bandwidth")
 _HJB_OPTIONS = ("newton_tolerance", "max_newton_iterations")
-_ITERATOR_OPTIONS = ("thetaUM", "use_anderson", "anderson_depth")
+_ITERATOR_OPTIONS = ("thetaUM", "use_anderson", "anderson_depth", "compile")
 _SOLVE_OPTIONS = ("max_iterations", "tolerance")
 
 
@@ -34,13 +37,18 @@ def solve_mfg(
     **options
         ``max_iterations`` (100), ``tolerance`` (1e-6), ``thetaUM`` (0.5),
         ``use_anderson`` (False), ``anderson_depth`` (5), ``newton_tolerance``,
-        ``max_newton_iterations``; for particles ``num_particles``, ``seed``,
-        ``kde_method``, ``bandwidth``.
+        ``max_newton_iterations``, ``compile`` (True); for particles ``num_particles``,
+        ``seed``, ``kde_method``, ``bandwidth``.
 
     Returns
     -------
     MFGResult
     """
+    return _iterator(problem, method, backend, options).solve(**_pick(options, _SOLVE_OPTIONS))
+
+
+def _iterator(problem, method, backend, options):
+    """The FixedPointIterator that :func:`solve_mfg` runs (options checked here)."""
     from mfg_pde.alg.numerical import (
         FixedPointIterator,
         FPFDMSolver,
@@ -59,12 +67,136 @@ def solve_mfg(
             f"unknown option(s) {', '.join(unknown)} for method={method!r}; "
             f"accepted: {', '.join(allowed)}"
         )
-    pick = lambda names: {k: options[k] for k in names if k in options}  # noqa: E731
+    pick = lambda names: _pick(options, names)  # noqa: E731
     b = create_backend(backend)
     hjb = HJBFDMSolver(problem, backend=b, **pick(_HJB_OPTIONS))
     if method == "fdm":
         fp = FPFDMSolver(problem, backend=b)
     else:
         fp = FPParticleSolver(problem, backend=b, **pick(_PARTICLE_OPTIONS))
-    iterator = FixedPointIterator(problem, hjb, fp, **pick(_ITERATOR_OPTIONS))
-    return iterator.solve(**pick(_SOLVE_OPTIONS))
+    return FixedPointIterator(problem, hjb, fp, **pick(_ITERATOR_OPTIONS))
+
+
+def _pick(options: dict, names: tuple) -> dict:
+    return {k: options[k] for k in names if k in options}
+
+
+#: Problem values a batch may vary (besides the names in ``cost_parameters``).
+BATCH_PARAMETERS = ("sigma", "control_cost")
+
+
+def solve_mfg_batch(
+    problem: MFGProblem,
+    batch: dict[str, Any],
+    method: str = "fdm",
+    backend: str | BaseBackend | None = None,
+    **options: Any,
+) -> list[MFGResult]:
+    """Solve a family of problems that differ only in parameter values, together.
+
+    Parameters
+    ----------
+    problem : MFGProblem
+        The shared structure: grid, horizon, callables, and the values not swept.
+    batch : dict
+        Parameter name -> 1D array of values, all of one length B: ``"sigma"``,
+        ``"control_cost"`` or a name in ``problem.cost_parameters``. Member ``i``
+        is ``problem.replace(**{name: values[i] for name in batch})``.
+    method, backend, **options
+        As :func:`solve_mfg`.
+
+    Returns
+    -------
+    list of MFGResult
+        One per member, each as :func:`solve_mfg` would return it for that member.
+
+    On jax with ``method="fdm"`` the compiled fixed-point program is vectorised over
+    the batch with ``jax.vmap`` and runs once: every iteration advances all members
+    (members that have converged stay frozen) until the last one converges. Elsewhere
+    the members are solved one after another. The members' ``timings`` hold the batch's
+    ``batch_total`` and ``batch_size``.
+    """
+    if not isinstance(batch, dict) or not batch:
+        raise TypeError("batch must be a non-empty dict of parameter name -> values")
+    accepted = (*BATCH_PARAMETERS, *problem.cost_parameters)
+    values: dict[str, np.ndarray] = {}
+    for name, v in batch.items():
+        if name not in accepted:
+            raise ValueError(f"cannot batch over {name!r}; accepted: {', '.join(accepted)}")
+        arr = np.asarray(v, dtype=np.float64)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError(
+                f"batch[{name!r}] must be a non-empty 1D sequence, got shape {arr.shape}"
+            )
+        values[name] = arr
+    sizes = {arr.size for arr in values.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"batch values must all have one length, got lengths {sorted(sizes)}")
+    size = sizes.pop()
+    # Building each member validates its values (sigma >= 0, control_cost > 0, finite).
+    members = [problem.replace(**{k: float(v[i]) for k, v in values.items()}) for i in range(size)]
+
+    start = time.perf_counter()
+    iterator = _iterator(problem, method, backend, options)
+    solve_options = _pick(options, _SOLVE_OPTIONS)
+    if iterator.runs_as_one_program:
+        results = _solve_vmapped(iterator, members, values, solve_options)
+    else:
+        results = [
+            _iterator(m, method, iterator.backend, options).solve(**solve_options) for m in members
+        ]
+    total = time.perf_counter() - start
+    for result in results:
+        result.timings.update(batch_total=total, batch_size=float(size))
+    return results
+
+
+def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
+    """jax: one vmapped run of the compiled fixed-point program over the batch."""
+    import jax
+
+    from mfg_pde.alg.numerical._base import compiled_program
+
+    b, problem = iterator.backend, iterator.problem
+    max_iterations = solve_options.get("max_iterations", 100)
+    tolerance = solve_options.get("tolerance", 1e-6)
+    if (
+        isinstance(max_iterations, bool)
+        or not isinstance(max_iterations, int)
+        or max_iterations < 1
+    ):
+        raise ValueError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
+    if not (isinstance(tolerance, (int, float)) and tolerance > 0):
+        raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+
+    program, compile_seconds = iterator.program(max_iterations)
+    arrays = iterator.hjb_solver.problem_arrays()
+    axes = jax.tree_util.tree_map(lambda _: None, arrays)
+    c, c_axes = arrays["c"], axes["c"]
+    if "sigma" in values:
+        c = c._replace(nu=b.from_numpy(0.5 * values["sigma"] ** 2))
+        c_axes = c_axes._replace(nu=0)
+    if "control_cost" in values:
+        c = c._replace(control_cost=b.from_numpy(values["control_cost"]))
+        c_axes = c_axes._replace(control_cost=0)
+    arrays["c"], axes["c"] = c, c_axes
+    for name in problem.cost_parameters:
+        if name in values:
+            arrays["cost"][name] = b.from_numpy(values[name])
+            axes["cost"][name] = 0
+    key = ("batch", id(program), tuple(sorted(values)), max_iterations)
+    batched, new = compiled_program(b, key, lambda: jax.vmap(program, in_axes=(axes, None)))
+    start = time.perf_counter()
+    state = batched(arrays, float(tolerance))
+    b.to_numpy(state.k)
+    if new:  # the first call compiled the vmapped program
+        compile_seconds += time.perf_counter() - start
+    results = []
+    for i, member in enumerate(members):
+        one = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], state)
+        results.append(
+            iterator._result(
+                one, tolerance, max_iterations, {"compile": compile_seconds}, [], problem=member
+            )
+        )
+    return results

@@ -14,25 +14,28 @@ COMPILED_CACHE_SIZE = 32
 _compiled: OrderedDict[Hashable, Callable] = OrderedDict()
 
 
-def compiled_program(backend: BaseBackend, key: tuple, build: Callable[[], Callable]) -> Callable:
-    """``backend.jit(build())``, shared by every solver whose static structure is ``key``.
+def compiled_program(
+    backend: BaseBackend, key: tuple, build: Callable[[], Callable]
+) -> tuple[Callable, bool]:
+    """``(backend.jit(build()), new)``, shared by every solver whose structure is ``key``.
 
     ``key`` must name everything the built function closes over (grid sizes, boundary,
     the running-cost callable, solver options); the values that change between problems
     of one structure (σ, λ, dx, dt, the cost parameters, g, m0) are passed as arguments.
     So a second solver for a problem that differs only in values reuses the compiled
-    program instead of compiling again, and a batch of them can be vmapped.
+    program instead of compiling again, and a batch of them can be vmapped. ``new`` says
+    whether it was built by this call (on jax its first call will compile).
     """
-    full_key = (backend.name, backend.device, *key)
+    full_key = (backend.name, backend.device, backend.compiled, *key)
     fn = _compiled.get(full_key)
-    if fn is None:
-        fn = backend.jit(build())
-        _compiled[full_key] = fn
-        while len(_compiled) > COMPILED_CACHE_SIZE:
-            _compiled.popitem(last=False)
-    else:
+    if fn is not None:
         _compiled.move_to_end(full_key)
-    return fn
+        return fn, False
+    fn = backend.jit(build())
+    _compiled[full_key] = fn
+    while len(_compiled) > COMPILED_CACHE_SIZE:
+        _compiled.popitem(last=False)
+    return fn, True
 
 
 class BaseSolver:

@@ -172,7 +172,7 @@ class FixedPointIterator:
 
         start = time.perf_counter()
         timings: dict[str, float] = {}
-        state = None
+        state, eager = None, not self.compile
         if self.runs_as_one_program:
             try:
                 state, timings["compile"] = self._solve_compiled(max_iterations, tolerance)
@@ -183,8 +183,9 @@ class FixedPointIterator:
                 )
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
                 notes.append(msg)
+                eager = True
         if state is None:
-            state = self._solve_on_host(max_iterations, tolerance, timings)
+            state = self._solve_on_host(max_iterations, tolerance, timings, eager)
         timings["total"] = time.perf_counter() - start
         return self._result(state, tolerance, max_iterations, timings, notes)
 
@@ -232,7 +233,7 @@ class FixedPointIterator:
                 res_m=xp.where((slots == s.k) & record, rm, s.res_m),
                 status=status,
                 newton_failures=failures,
-                bad=xp.where(bad_u, U_hat, M_hat) if keep is not None else s.bad,
+                bad=xp.where(bad_u, U_hat, M_hat),
                 anderson=anderson,
             )
 
@@ -320,23 +321,21 @@ class FixedPointIterator:
 
             return run
 
-        before = _compiled_count()
-        program = compiled_program(b, key, build)
-        fresh = _compiled_count() > before or not getattr(program, "_warm", False)
-        if not fresh:
+        program, new = compiled_program(b, key, build)
+        if not new:
             return program, 0.0
         # Compile now, with a run that stops after one iteration (tolerance inf), so that
         # compiling and solving are timed apart; that iteration's time is in the figure.
         start = time.perf_counter()
         b.to_numpy(program(self.hjb_solver.problem_arrays(), float("inf")).k)
-        seconds = time.perf_counter() - start
-        program._warm = True
-        return program, seconds
+        return program, time.perf_counter() - start
 
-    def _solve_on_host(self, max_iterations: int, tolerance: float, timings: dict):
-        """A Python loop over iterations: one host synchronisation (the status) each."""
-        b, xp = self.backend, self.backend.xp
-        if not self.compile:
+    def _solve_on_host(self, max_iterations: int, tolerance: float, timings: dict, eager: bool):
+        """A Python loop over iterations: one host synchronisation (the status) each.
+
+        ``eager``: the marches too run op by op (Python loops, no jit)."""
+        b = self.backend
+        if eager:
             b = b.eager()
             hjb, fp = _eager_copy(self.hjb_solver, b), _eager_copy(self.fp_solver, b)
         else:
@@ -365,11 +364,12 @@ class FixedPointIterator:
                 break
             if k == 0:
                 timings["first_iteration"] = time.perf_counter() - t0
-        del xp
         return state
 
-    def _result(self, state: IterationState, tolerance, max_iterations, timings, notes):
-        b, p = self.backend, self.problem
+    def _result(self, state, tolerance, max_iterations, timings, notes, problem=None):
+        """The :class:`MFGResult` of a final state (``problem``: a batch member's)."""
+        b = self.backend
+        p = self.problem if problem is None else problem
         status = int(b.to_numpy(state.status))
         k = int(b.to_numpy(state.k))
         recorded = k - (1 if status in (NONFINITE_U, NONFINITE_M) else 0)
@@ -436,12 +436,6 @@ def _eager_copy(solver: Any, backend: BaseBackend) -> Any:
     clone = copy.copy(solver)
     clone.set_backend(backend)
     return clone
-
-
-def _compiled_count() -> int:
-    from mfg_pde.alg.numerical import _base
-
-    return len(_base._compiled)
 
 
 def _relative_change(xp: Any, new: Any, old: Any) -> Any:

@@ -43,7 +43,7 @@ class FPFDMSolver(BaseSolver):
         key = ("fp", p.Nx, p.Nt, p.boundary)
         return compiled_program(
             self.backend, key, lambda: make_fp_march(self.backend, p.boundary == "periodic")
-        )
+        )[0]
 
     def solve(self, U: Any = None) -> np.ndarray:
         """Density path for a given value function.

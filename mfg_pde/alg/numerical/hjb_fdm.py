@@ -116,7 +116,7 @@ class HJBFDMSolver(BaseSolver):
                 self.max_newton_iterations,
                 newton_count,
             ),
-        )
+        )[0]
 
     def solve(self, M: Any = None, U_guess: Any = None) -> np.ndarray:
         """Value function on a given density path.
