@@ -19,6 +19,29 @@ import numpy as np  # noqa: E402
 from mfg_pde.backends._base import BaseBackend  # noqa: E402
 
 
+def _thomas_scan(lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
+    """Thomas algorithm along the last axis as two scans, vectorised over the others."""
+    a, b, c, d = (jnp.moveaxis(v, -1, 0) for v in (lower, diag, upper, rhs))
+
+    def forward(carry, row):
+        c_prev, d_prev = carry
+        ai, bi, ci, di = row
+        denom = bi - ai * c_prev
+        out = (ci / denom, (di - ai * d_prev) / denom)
+        return out, out
+
+    zero = jnp.zeros_like(b[0])
+    _, (c_star, d_star) = jax.lax.scan(forward, (zero, zero), (a, b, c, d))
+
+    def backward(x_next, row):
+        ci, di = row
+        x = di - ci * x_next
+        return x, x
+
+    _, x = jax.lax.scan(backward, zero, (c_star, d_star), reverse=True)
+    return jnp.moveaxis(x, 0, -1)
+
+
 class JAXBackend(BaseBackend):
     """``jax.numpy`` arrays on JAX's default device (a GPU when one is visible)."""
 
@@ -51,9 +74,21 @@ class JAXBackend(BaseBackend):
         return jnp.interp(x, grid, values)
 
     def solve_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
+        """``lax.linalg.tridiagonal_solve`` on GPUs (cuSPARSE); a Thomas scan on the CPU.
+
+        On the CPU, ``tridiagonal_solve`` costs 55-130 ns per unknown whether systems
+        come one at a time or batched (measured: 13 µs for one 101-point system, 306 µs
+        for 100 of them), so a vmapped batch of solves gains nothing. A Thomas sweep as
+        two ``lax.scan`` over the system size, vectorised over the batch, costs the same
+        for one system and 2-3x less from ten up (147 µs for 100; 1.1 ms vs 2.9 ms for
+        1000). It does not pivot: it is stable for the diagonally dominant systems the
+        schemes produce (as PCR on torch), not for arbitrary ones.
+        """
         lower, diag, upper, rhs = jnp.broadcast_arrays(lower, diag, upper, rhs)
         lower = lower.at[..., 0].set(0.0)
         upper = upper.at[..., -1].set(0.0)
+        if self._device.platform == "cpu":
+            return _thomas_scan(lower, diag, upper, rhs)
         x = jax.lax.linalg.tridiagonal_solve(lower, diag, upper, rhs[..., None])
         return x[..., 0]
 

@@ -39,7 +39,11 @@ class NumpyBackend(BaseBackend):
         return np.gradient(f, dx, axis=axis, edge_order=1)
 
     def solve_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
-        if diag.ndim == 1 and lower.shape == upper.shape == rhs.shape == diag.shape:
+        if (
+            diag.ndim == 1
+            and diag.size > 1
+            and lower.shape == upper.shape == rhs.shape == diag.shape
+        ):
             # One system (every implicit time step in 1D): straight to LAPACK.
             _, _, _, x, info = _dgtsv(lower[1:], diag, upper[:-1], rhs)
             return np.full(diag.shape, np.nan) if info > 0 else x
