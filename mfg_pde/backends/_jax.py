@@ -19,8 +19,12 @@ import numpy as np  # noqa: E402
 from mfg_pde.backends._base import BaseBackend  # noqa: E402
 
 
+@jax.jit
 def _thomas_scan(lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
-    """Thomas algorithm along the last axis as two scans, vectorised over the others."""
+    """Thomas algorithm along the last axis as two scans, vectorised over the others.
+
+    Jitted at module level: called eagerly, an un-jitted ``lax.scan`` would trace and
+    compile its body again on every call; this way it compiles once per shape."""
     a, b, c, d = (jnp.moveaxis(v, -1, 0) for v in (lower, diag, upper, rhs))
 
     def forward(carry, row):

@@ -302,13 +302,10 @@ class FixedPointIterator:
         )
 
         def build():
-            hjb_march = make_hjb_march(
-                b,
-                p.running_cost,
-                periodic,
-                hjb.newton_tolerance,
-                hjb.max_newton_iterations,
+            march = make_hjb_march(
+                b, p.running_cost, periodic, hjb.newton_tolerance, hjb.max_newton_iterations
             )
+            hjb_march = lambda arrays, M, U: march(arrays, M, U)[:2]  # noqa: E731
             iteration = self._iteration(b, hjb_march, make_fp_march(b, periodic), max_iterations)
 
             def run(arrays: dict, tolerance: Any) -> IterationState:

@@ -39,9 +39,10 @@ class HJBFDMSolver(BaseSolver):
     ``ρ/(1-ρ) |δ_k|`` bound; Kelley, *Iterative Methods for Linear and Nonlinear
     Equations*, 1995), with ``tol = newton_tolerance * max(1, max|U^{n+1}|)``.
 
-    On torch the march never waits for the device: each time step runs
-    ``SYNC_FREE_NEWTON_ITERATIONS`` Newton steps unconditionally, and one check after the
-    march reruns it with more steps if any time step had not converged.
+    On torch the march never waits for the device: each time step runs a fixed number
+    of Newton steps (``SYNC_FREE_NEWTON_ITERATIONS`` at first, then one more than the
+    hardest step of the previous solve needed), and one check after the march reruns
+    it with more steps if any time step had not converged.
 
     Parameters
     ----------
@@ -88,7 +89,8 @@ class HJBFDMSolver(BaseSolver):
         self._programs: dict[Any, Any] = {}
 
     def march_program(self, newton_count: int | None = None) -> Any:
-        """The compiled ``(arrays, M, U_guess) -> (U, newton_failures)`` of this structure.
+        """The compiled march ``(arrays, M, U_guess) -> (U, failures, most)`` (see
+        :func:`make_hjb_march`) of this problem's structure.
 
         ``newton_count``: None runs Newton to convergence (a data-dependent loop);
         an int runs exactly that many steps per time level (no host synchronisation).
@@ -149,14 +151,23 @@ class HJBFDMSolver(BaseSolver):
         if U_guess is not None:
             U_guess = self._as_backend(U_guess, "U_guess", p.shape)
         if not self.sync_free:
-            U, self._failures = self.march_program()(self._arrays, M, U_guess)
+            U, self._failures, _ = self.march_program()(self._arrays, M, U_guess)
             return U
         while True:
-            U, self._failures = self.march_program(self._newton_count)(self._arrays, M, U_guess)
-            if self._newton_count >= self.max_newton_iterations or not self.last_newton_failures:
-                return U
-            # Some step needed more Newton steps: keep the count higher for later solves.
-            self._newton_count = min(self._newton_count + 2, self.max_newton_iterations)
+            U, self._failures, most = self.march_program(self._newton_count)(
+                self._arrays, M, U_guess
+            )
+            failures, most = (
+                int(v) for v in self.backend.to_numpy(self.xp.stack([self._failures, most]))
+            )
+            if failures and self._newton_count < self.max_newton_iterations:
+                # Some step needed more Newton steps: rerun with more.
+                self._newton_count = min(self._newton_count + 2, self.max_newton_iterations)
+                continue
+            # Next time run as many as the hardest step needed now (plus one to spare:
+            # a rerun costs a whole march, one more step a quarter of one).
+            self._newton_count = min(max(most + 1, 2), self.max_newton_iterations)
+            return U
 
 
 def make_hjb_march(
@@ -167,12 +178,13 @@ def make_hjb_march(
     max_iterations: int,
     newton_count: int | None = None,
 ):
-    """The backward march as a pure function ``(arrays, M, U_guess) -> (U, failures)``.
+    """The backward march, a pure function ``(arrays, M, U_guess) -> (U, failures, most)``.
 
     ``arrays`` is :func:`~mfg_pde.alg.numerical._base.problem_arrays`; everything that
     may change between problems of one shape is read from it, so the function compiles
     once per shape and boundary. ``failures`` (a 0-d integer array) counts the time steps
-    whose Newton iteration did not converge. See :class:`HJBFDMSolver`.
+    whose Newton iteration did not converge, ``most`` is the largest number of Newton
+    steps a time step needed. See :class:`HJBFDMSolver`.
     """
     b, xp = backend, backend.xp
     solve_linear = b.solve_cyclic_tridiagonal if periodic else b.solve_tridiagonal
@@ -183,7 +195,7 @@ def make_hjb_march(
         zero = xp.zeros_like(x)
 
         def newton_step(state, rhs, tol):
-            u, it, step, _ = state
+            u, it, step, done_before, used = state
             a, bb, d = st.upwind_derivatives(xp, u, c, periodic)
             hamiltonian = (0.5 * c.control_cost) * (a * a + bb * bb)
             diffusion = (c.nu / c.dx) * (d[1:] - d[:-1])
@@ -194,7 +206,9 @@ def make_hjb_march(
             # Error estimate: |δ| itself, or 2ρ|δ| once a contraction rate ρ < 1/2 is seen
             # (step is inf before the first Newton step, so rate = 0 is not trusted then).
             done = (new_step <= tol) | ((it >= 1) & (rate < 0.5) & (2.0 * rate * new_step <= tol))
-            return u - delta, it + 1, new_step, done
+            # Steps taken until converged (a fixed-count loop goes on past that point).
+            used = used + xp.astype(~done_before, used.dtype)
+            return u - delta, it + 1, new_step, done, used
 
         def time_step(u_next, inputs):
             m, t, guess, guess_next = inputs
@@ -208,6 +222,7 @@ def make_hjb_march(
                 xp.asarray(0, **dev),
                 xp.asarray(math.inf, dtype=b.dtype, **dev),
                 xp.asarray(False, **dev),
+                xp.asarray(0, **dev),
             )
             if newton_count is None:
                 state = b.while_loop(
@@ -218,16 +233,16 @@ def make_hjb_march(
             else:
                 for _ in range(newton_count):
                     state = newton_step(state, rhs, tol)
-            u, _, _, done = state
-            return u, (u, ~done)
+            u, _, _, done, used = state
+            return u, (u, ~done, used)
 
         guesses = guesses_next = None
         if U_guess is not None:
             guesses = xp.flip(U_guess[:-1], axis=0)
             guesses_next = xp.flip(U_guess[1:], axis=0)
         inputs = (xp.flip(M[1:], axis=0), xp.flip(arrays["t"][1:], axis=0), guesses, guesses_next)
-        _, (values, failed) = b.scan(time_step, arrays["g"], inputs)
+        _, (values, failed, used) = b.scan(time_step, arrays["g"], inputs)
         U = xp.concat([xp.flip(values, axis=0), arrays["g"][None, :]], axis=0)
-        return U, xp.sum(xp.astype(failed, xp.int64))
+        return U, xp.sum(xp.astype(failed, xp.int64)), xp.max(used)
 
     return march
