@@ -1,0 +1,1 @@
+"""Geometry: quadtree adaptive mesh refinement in 2D."""
