@@ -241,6 +241,7 @@ class QuadTree:
 
     # -- timing --------------------------------------------------------------------------
     def _call(self, name: str, *args: Any) -> Any:
+        """Run tree kernel ``name`` and add its time to :attr:`timings`."""
         start = time.perf_counter()
         out = getattr(self.kernels, name)(*args)
         entry = self.timings.setdefault(name, [0.0, 0])
@@ -381,28 +382,34 @@ class QuadTree:
         fx, fy = finest_cells(self.bounds, points)
         return self._call("locate_cells", self.leaves.keys, fx, fy)
 
-    def neighbours(self) -> np.ndarray:
+    def neighbours(self, leaves: LeafSet | None = None) -> np.ndarray:
         """Edge neighbours of every leaf, ``(n_leaves, 4, 2)``, -1 where there is none.
 
         Directions -x, +x, -y, +y; per direction the leaves touching the two ends of that
         edge from outside (the second is -1 when it is the same leaf as the first). In a
-        2:1-balanced tree these are all the edge neighbours.
+        2:1-balanced tree these are all the edge neighbours. ``leaves`` defaults to the
+        current leaves; any leaf set over the same rectangle (a previous mesh) works.
         """
-        lv = self.leaves
+        lv = self.leaves if leaves is None else leaves
         ax, ay = lv.anchors()
         size = np.left_shift(1, KEY_LEVEL - lv.level)
         fx = np.stack([ax - 1, ax - 1, ax + size, ax + size, ax, ax + size - 1, ax, ax + size - 1])
         fy = np.stack([ay, ay + size - 1, ay, ay + size - 1, ay - 1, ay - 1, ay + size, ay + size])
         inside = (fx >= 0) & (fx < FINEST) & (fy >= 0) & (fy < FINEST)
-        found = self._call(
-            "locate_cells",
-            lv.keys,
-            np.where(inside, fx, -1).ravel(),
-            np.where(inside, fy, -1).ravel(),
-        )
+        fx, fy = np.where(inside, fx, -1).ravel(), np.where(inside, fy, -1).ravel()
+        found = self._call("locate_cells", lv.keys, fx, fy)
         table = found.reshape(4, 2, -1).transpose(2, 0, 1).copy()
         table[:, :, 1] = np.where(table[:, :, 1] == table[:, :, 0], -1, table[:, :, 1])
         return table
+
+    def overlap(self, source: LeafSet, target: LeafSet) -> Overlap:
+        """Pieces of the common refinement of two leaf sets (see :func:`overlap`)."""
+        start = time.perf_counter()
+        out = overlap(source, target, self.kernels)
+        entry = self.timings.setdefault("overlap", [0.0, 0])
+        entry[0] += time.perf_counter() - start
+        entry[1] += 1
+        return out
 
     def is_balanced(self) -> bool:
         """Whether every pair of edge-adjacent leaves differs by at most one level."""
