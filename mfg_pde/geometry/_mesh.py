@@ -149,6 +149,7 @@ class AdaptiveMesh:
         #: Seconds and calls per array kernel (tree kernels: ``self.tree.timings``).
         self.array_timings: dict[str, list[float]] = {}
         self._geometry: list[tuple[LeafSet, LeafGeometry]] = []
+        self._grids: dict[int, tuple[LeafSet, np.ndarray]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -377,11 +378,12 @@ class AdaptiveMesh:
 
     def to_uniform(self, density: Any, level: int) -> Any:
         """Cell averages on the uniform ``(2**level, 2**level)`` grid from the leaves."""
-        grid = LeafSet.uniform(self.bounds, level)
+        if not isinstance(level, (int, np.integer)) or not 0 <= level <= 14:
+            raise ValueError(f"level must be an integer in [0, 14], got {level!r}")
+        grid, row_major = self._uniform_grid(int(level))
         values = self.transfer_density(density, self.leaves, grid)
         n = 1 << level
         # Grid cells in Morton order -> row-major (i along x).
-        row_major = (grid.ix * n + grid.iy).astype(np.int64)
         inverse = np.empty_like(row_major)
         inverse[row_major] = np.arange(row_major.size)
         out = self.backend.xp.take(values, self.backend.from_numpy(inverse), axis=0)
@@ -399,9 +401,15 @@ class AdaptiveMesh:
                 "density must be a square (2**L, 2**L) grid aligned with the quadtree, "
                 f"got shape {shape}"
             )
-        level = n.bit_length() - 1
-        grid = LeafSet.uniform(self.bounds, level)
-        return grid, (grid.ix * n + grid.iy).astype(np.int64)
+        return self._uniform_grid(n.bit_length() - 1)
+
+    def _uniform_grid(self, level: int) -> tuple[LeafSet, np.ndarray]:
+        """The grid of level ``level`` as a leaf set, and each cell's row-major index."""
+        n = 1 << level
+        if level not in self._grids:  # building a large grid's leaf set sorts its keys
+            grid = LeafSet.uniform(self.bounds, level)
+            self._grids = {level: (grid, (grid.ix * n + grid.iy).astype(np.int64))}
+        return self._grids[level]
 
 
 def _fields(solution: Any) -> dict[str, Any]:

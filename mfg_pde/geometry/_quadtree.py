@@ -249,6 +249,15 @@ class QuadTree:
         entry[1] += 1
         return out
 
+    def copy(self) -> QuadTree:
+        """An independent copy (same kernels; arrays copied, timings restarted)."""
+        out = object.__new__(QuadTree)
+        out.__dict__.update(self.__dict__)
+        for name in ("level", "ix", "iy", "parent", "first_child", "leaf_node", "node_leaf"):
+            setattr(out, name, getattr(self, name).copy())
+        out.timings = {}
+        return out
+
     # -- leaves ------------------------------------------------------------------------
     def _update_leaves(self) -> None:
         self.leaf_node = self._call("leaf_order", self.first_child, self.level, self.ix, self.iy)
