@@ -4,12 +4,12 @@ Importing this package imports neither jax nor torch; a backend's library is imp
 when that backend is created.
 """
 
+from mfg_pde._io import load
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
 from mfg_pde._solve import solve_mfg
+from mfg_pde._version import __version__
 from mfg_pde.backends import available_backends, create_backend
-
-__version__ = "0.1.0"
 
 __all__ = [
     "MFGProblem",
@@ -17,5 +17,6 @@ __all__ = [
     "__version__",
     "available_backends",
     "create_backend",
+    "load",
     "solve_mfg",
 ]

@@ -13,6 +13,7 @@ from mfg_pde._result import MFGResult
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
 from mfg_pde.backends import BaseBackend, create_backend
 from mfg_pde.utils.anderson_acceleration import AndersonAccelerator
+from mfg_pde.utils.progress import Callback, Progress
 
 
 class FixedPointIterator:
@@ -95,11 +96,24 @@ class FixedPointIterator:
     def name(self) -> str:
         return f"FixedPointIterator[{self.backend.name}]"
 
-    def solve(self, max_iterations: int = 100, tolerance: float = 1e-6) -> MFGResult:
+    def solve(
+        self,
+        max_iterations: int = 100,
+        tolerance: float = 1e-6,
+        *,
+        verbose: bool = False,
+        callback: Callback | None = None,
+    ) -> MFGResult:
         """Iterate until both relative changes are below ``tolerance``.
 
+        ``verbose=True`` shows a progress bar (tqdm, on stderr) with the residuals;
+        ``callback(iteration, {"U": r_U, "M": r_M})`` is called after every iteration
+        and stops the solve by returning a true value
+        (:class:`~mfg_pde.utils.progress.Progress`).
+
         Returns an :class:`~mfg_pde.MFGResult`; ``converged=False`` with the ``reason``
-        when the iteration cap is reached or values stop being finite.
+        when the iteration cap is reached, values stop being finite, or the callback
+        stopped it.
         """
         if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
             raise TypeError(f"max_iterations must be an int, got {max_iterations!r}")
@@ -126,6 +140,7 @@ class FixedPointIterator:
         res_m: list[float] = []
         timings = {"hjb": 0.0, "fp": 0.0}
         converged, reason = False, f"reached max_iterations={max_iterations}"
+        progress = Progress(max_iterations, verbose, callback, description=self.name)
         start = time.perf_counter()
         for k in range(max_iterations):
             t0 = time.perf_counter()
@@ -156,11 +171,16 @@ class FixedPointIterator:
             rm = float(b.to_numpy(_relative_change(xp, M_hat, M)))
             res_u.append(ru)
             res_m.append(rm)
+            stop = progress.update(k + 1, {"U": ru, "M": rm})
             if ru < tolerance and rm < tolerance:
                 U, M = U_hat, M_hat
                 converged, reason = True, f"both residuals below tolerance={tolerance:g}"
                 break
             U, M = self._update(accelerator, U, M, U_hat, M_hat)
+            if stop:
+                reason = progress.stop_reason
+                break
+        progress.close()
         timings["total"] = time.perf_counter() - start
         newton_failures = getattr(self.hjb_solver, "last_newton_failures", 0)
         if newton_failures:
