@@ -223,11 +223,10 @@ def _info(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         f"Python {platform.python_version()} on {platform.platform()}, "
         f"{os.cpu_count()} CPUs ({platform.machine()})"
     )
-    libraries = ["numpy", "scipy", "matplotlib", "tqdm", "h5py"]
-    print(
-        "libraries  "
-        + ", ".join(f"{name} {_version(name) or '(not installed)'}" for name in libraries)
-    )
+    libraries = ["numpy", "scipy", "matplotlib", "tqdm"]
+    print("libraries  " + ", ".join(f"{name} {_version(name)}" for name in libraries))
+    h5py = _version("h5py") or 'not installed; .h5 results need pip install "mfg_pde[hdf5]"'
+    print(f"           h5py {h5py}")
 
     print("\nbackends")
     backends = available_backends()
