@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int(10),
         help="particles, with --method particle (default: 10000)",
     )
-    solve.add_argument("--seed", type=int, help="random seed, with --method particle (default: 0)")
+    solve.add_argument(
+        "--seed", type=_positive_int(0), help="random seed, with --method particle (default: 0)"
+    )
     solve.add_argument(
         "--max-iterations",
         type=_positive_int(1),

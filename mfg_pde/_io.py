@@ -21,7 +21,7 @@ FORMAT = "mfg_pde.MFGResult"
 FORMAT_VERSION = 1
 
 _ARRAYS = ("U", "M", "x", "t")
-_SCALARS = (
+_JSON_FIELDS = (
     "converged",
     "iterations",
     "reason",
@@ -52,7 +52,7 @@ def save_result(result: MFGResult, path: str | os.PathLike) -> Path:
     arrays = {name: np.asarray(getattr(result, name)) for name in _ARRAYS}
     for key, series in result.residuals.items():
         arrays[_RESIDUAL_PREFIX + key] = np.asarray(series, dtype=np.float64)
-    meta = {name: getattr(result, name) for name in _SCALARS}
+    meta = {name: getattr(result, name) for name in _JSON_FIELDS}
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, residual_keys=list(result.residuals))
     document = json.dumps(meta, default=_to_json)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def load(path: str | os.PathLike) -> MFGResult:
     return MFGResult(
         **{name: arrays[name] for name in _ARRAYS},
         residuals=residuals,
-        **{name: meta[name] for name in _SCALARS},
+        **{name: meta[name] for name in _JSON_FIELDS},
     )
 
 

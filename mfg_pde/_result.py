@@ -109,14 +109,11 @@ class MFGResult:
         p, r = self.problem, self.residuals
         status = "converged" if self.converged else "NOT converged"
         lines = [f"MFGResult: {status} after {self.iterations} iterations ({self.reason})"]
-        if p:
-            domain = f"[{p.get('xmin', self.x[0]):g}, {p.get('xmax', self.x[-1]):g}]"
+        if p:  # MFGProblem.parameters(), as the solvers record them
             lines.append(
-                f"  problem    {domain} x [0, {p.get('T', self.t[-1]):g}], "
-                + ", ".join(
-                    f"{k}={p[k]:g}" for k in ("Nx", "Nt", "sigma", "control_cost") if k in p
-                )
-                + f", boundary={p.get('boundary', '?')}"
+                f"  problem    [{p['xmin']:g}, {p['xmax']:g}] x [0, {p['T']:g}], "
+                f"Nx={p['Nx']}, Nt={p['Nt']}, sigma={p['sigma']:g}, "
+                f"control_cost={p['control_cost']:g}, boundary={p['boundary']}"
             )
         lines.append(f"  solver     {self.solver or '?'}, backend {self.backend} on {self.device}")
         if self.iterations:
@@ -187,7 +184,12 @@ class MFGResult:
 def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         a, b = np.asarray(a), np.asarray(b)
-        return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b))
+        nan_equal = a.dtype.kind in "fc" and b.dtype.kind in "fc"
+        return (
+            a.shape == b.shape
+            and a.dtype == b.dtype
+            and bool(np.array_equal(a, b, equal_nan=nan_equal))
+        )
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, Number) and isinstance(b, Number):

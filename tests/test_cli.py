@@ -103,6 +103,7 @@ def test_bad_option_exits_2_from_the_shell(tmp_path):
         (["solve", "--Nx", "ten"], "argument --Nx: expected an integer, got 'ten'"),
         (["solve", "--Nt", "0"], "argument --Nt: must be >= 1, got 0"),
         (["solve", "--num-particles", "5"], "argument --num-particles: must be >= 10"),
+        (["solve", "--method", "particle", "--seed", "-1"], "argument --seed: must be >= 0"),
         (["solve", "--tolerance", "-1"], "argument --tolerance: must be a finite number > 0"),
         (["solve", "--thetaUM", "1.5"], "argument --thetaUM: must be in (0, 1], got 1.5"),
         (["solve", "--num-particles", "100"], "--num-particles applies to --method particle"),

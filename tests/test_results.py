@@ -134,6 +134,10 @@ def test_equality_sees_every_kind_of_difference(numpy_result):
     assert dataclasses.replace(numpy_result, problem=problem) != numpy_result
     assert dataclasses.replace(numpy_result, device="cuda:0") != numpy_result
     assert numpy_result != "a string"
+    # NaN compares equal to NaN here, so a saved result with NaN equals its copy.
+    nan_timings = {**numpy_result.timings, "hjb": float("nan")}
+    with_nan = dataclasses.replace(numpy_result, timings=nan_timings, U=U * np.nan)
+    assert with_nan == dataclasses.replace(with_nan, U=U * np.nan)
 
 
 # -- plot -----------------------------------------------------------------------------------
