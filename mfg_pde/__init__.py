@@ -4,12 +4,12 @@ Importing this package imports neither jax nor torch; a backend's library is imp
 when that backend is created.
 """
 
+from mfg_pde._io import load
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
 from mfg_pde._solve import solve_mfg, solve_mfg_batch
+from mfg_pde._version import __version__
 from mfg_pde.backends import available_backends, create_backend
-
-__version__ = "0.1.0"
 
 __all__ = [
     "MFGProblem",
@@ -17,6 +17,7 @@ __all__ = [
     "__version__",
     "available_backends",
     "create_backend",
+    "load",
     "solve_mfg",
     "solve_mfg_batch",
 ]

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import platform
+import sys
+from dataclasses import dataclass, field, fields
+from numbers import Number
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mfg_pde._version import __version__
+from mfg_pde.backends import _REGISTRY as _BACKEND_REGISTRY
 
 
 @dataclass
@@ -36,7 +44,15 @@ class MFGResult:
     solver : str
         Name of the solver, e.g. ``"FixedPointIterator[jax]"``.
     problem : dict
-        The problem's scalar parameters.
+        The problem's scalar parameters (the callables f, g, m0 are code, not data: they
+        are not part of the result; ``m0`` and ``g`` on the grid are ``M[0]`` and ``U[-1]``).
+    warnings : list of str
+        What the solver warned about during the solve.
+    metadata : dict
+        Provenance: versions of mfg_pde, Python, NumPy and the backend's library, filled
+        in when the result is created and kept by :meth:`save` / :func:`mfg_pde.load`.
+
+    Two results are equal (``==``) when every field is: arrays element by element.
     """
 
     U: np.ndarray
@@ -53,6 +69,16 @@ class MFGResult:
     solver: str = ""
     problem: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, value in _provenance(self.backend).items():
+            self.metadata.setdefault(key, value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MFGResult):
+            return NotImplemented
+        return all(_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
 
     def __getitem__(self, key: str) -> Any:
         if not isinstance(key, str) or not hasattr(self, key):
@@ -79,3 +105,109 @@ class MFGResult:
             f"MFGResult({self.solver} on {self.device}: {status} after {self.iterations} "
             f"iterations, {last}; {total:.3g} s; U, M shape {self.U.shape}; {self.reason})"
         )
+
+    def summary(self) -> str:
+        """A few lines on what was solved, where, how well and how fast."""
+        p, r = self.problem, self.residuals
+        status = "converged" if self.converged else "NOT converged"
+        lines = [f"MFGResult: {status} after {self.iterations} iterations ({self.reason})"]
+        if p:  # MFGProblem.parameters(), as the solvers record them
+            lines.append(
+                f"  problem    [{p['xmin']:g}, {p['xmax']:g}] x [0, {p['T']:g}], "
+                f"Nx={p['Nx']}, Nt={p['Nt']}, sigma={p['sigma']:g}, "
+                f"control_cost={p['control_cost']:g}, boundary={p['boundary']}"
+            )
+        lines.append(f"  solver     {self.solver or '?'}, backend {self.backend} on {self.device}")
+        if self.iterations:
+            lines.append(
+                "  residuals  last "
+                + ", ".join(f"{k} {v[-1]:.3e}" for k, v in r.items())
+                + " (relative L2 change of the undamped map)"
+            )
+        if self.timings:
+            parts = [f"{k} {v:.3g} s" for k, v in self.timings.items() if k != "total"]
+            lines.append(
+                f"  time       {self.timings.get('total', float('nan')):.3g} s total"
+                + (f" ({', '.join(parts)})" if parts else "")
+            )
+        mass = self.mass
+        drift = np.max(np.abs(mass - mass[0]))
+        lines.append(f"  mass       {mass[0]:.6f} at t=0, largest change {drift:.2g}")
+        lines.append(f"  arrays     U, M {self.U.shape} on x {self.x.shape}, t {self.t.shape}")
+        lines.extend(f"  warning    {w}" for w in self.warnings)
+        versions = ", ".join(f"{k} {v}" for k, v in self.metadata.items())
+        lines.append(f"  versions   {versions}")
+        return "\n".join(lines)
+
+    def plot(self, path: str | os.PathLike | None = None, **savefig_kwargs: Any) -> Any:
+        """Draw the density m(t, x), the value function u(t, x) and the residual history.
+
+        Parameters
+        ----------
+        path : str, path-like or None
+            Where to write the figure (the format follows the suffix: ``.png``, ``.pdf``,
+            ``.svg``, ...); parent folders are created. With a path the figure is closed
+            after saving (no window opens); without one it stays open for
+            ``matplotlib.pyplot.show()`` or a notebook.
+        **savefig_kwargs
+            Passed to :meth:`matplotlib.figure.Figure.savefig` (default ``dpi=120``).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+
+        Raises
+        ------
+        NotImplementedError
+            For results that are not one-dimensional (U not of shape (Nt + 1, Nx)).
+        """
+        from mfg_pde._plot import plot_result
+
+        return plot_result(self, path, **savefig_kwargs)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the result to ``path``: every field, readable by :func:`mfg_pde.load`.
+
+        The format follows the suffix: ``.npz`` (NumPy, always available; a path without
+        a suffix gets ``.npz``) or ``.h5`` / ``.hdf5`` (HDF5, needs ``pip install h5py``).
+        Arrays are stored as arrays and everything else as one JSON document; no
+        pickle is involved, so loading runs no code. Parent folders are created.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
+        from mfg_pde._io import save_result
+
+        return save_result(self, path)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        nan_equal = a.dtype.kind in "fc" and b.dtype.kind in "fc"
+        return (
+            a.shape == b.shape
+            and a.dtype == b.dtype
+            and bool(np.array_equal(a, b, equal_nan=nan_equal))
+        )
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, Number) and isinstance(b, Number):
+        return bool(a == b) or (a != a and b != b)  # NaN equals NaN here
+    return type(a) is type(b) and a == b
+
+
+def _provenance(backend: str) -> dict[str, str]:
+    """Versions of the software that produced a result on ``backend``."""
+    out = {
+        "mfg_pde": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    library = _BACKEND_REGISTRY[backend][2] if backend in _BACKEND_REGISTRY else None
+    module = sys.modules.get(library) if library else None
+    if module is not None and library not in out:
+        out[library] = str(getattr(module, "__version__", "unknown"))
+    return out

@@ -15,7 +15,7 @@ METHODS = ("fdm", "particle")
 _PARTICLE_OPTIONS = ("num_particles", "seed", "kde_method", "bandwidth")
 _HJB_OPTIONS = ("newton_tolerance", "max_newton_iterations")
 _ITERATOR_OPTIONS = ("thetaUM", "use_anderson", "anderson_depth", "compile")
-_SOLVE_OPTIONS = ("max_iterations", "tolerance")
+_SOLVE_OPTIONS = ("max_iterations", "tolerance", "verbose", "callback")
 
 
 def solve_mfg(
@@ -38,7 +38,9 @@ def solve_mfg(
         ``max_iterations`` (100), ``tolerance`` (1e-6), ``thetaUM`` (0.5),
         ``use_anderson`` (False), ``anderson_depth`` (5), ``newton_tolerance``,
         ``max_newton_iterations``, ``compile`` (True); for particles ``num_particles``,
-        ``seed``, ``kde_method``, ``bandwidth``.
+        ``seed``, ``kde_method``, ``bandwidth``. ``verbose`` (False) shows a progress bar;
+        ``callback(iteration, residuals)`` is called after every iteration and stops the
+        solve by returning a true value (:meth:`FixedPointIterator.solve`).
 
     Returns
     -------

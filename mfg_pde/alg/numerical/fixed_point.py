@@ -16,6 +16,7 @@ from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
 from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver, make_hjb_march
 from mfg_pde.backends import BaseBackend, create_backend
 from mfg_pde.utils.anderson_acceleration import AndersonAccelerator
+from mfg_pde.utils.progress import Callback, Progress
 
 #: Values of :attr:`IterationState.status`.
 RUNNING, CONVERGED, NONFINITE_U, NONFINITE_M = 0, 1, 2, 3
@@ -141,7 +142,8 @@ class FixedPointIterator:
 
     @property
     def runs_as_one_program(self) -> bool:
-        """Whether :meth:`solve` runs as one compiled program (jax, FDM-FDM, compile=True)."""
+        """Whether :meth:`solve` runs as one compiled program (jax, FDM-FDM, compile=True;
+        a solve with ``verbose`` or a ``callback`` runs the host loop instead)."""
         return (
             self.compile
             and self.backend.has_capability("kernel_fusion")
@@ -149,11 +151,26 @@ class FixedPointIterator:
             and type(self.fp_solver) is FPFDMSolver
         )
 
-    def solve(self, max_iterations: int = 100, tolerance: float = 1e-6) -> MFGResult:
+    def solve(
+        self,
+        max_iterations: int = 100,
+        tolerance: float = 1e-6,
+        *,
+        verbose: bool = False,
+        callback: Callback | None = None,
+    ) -> MFGResult:
         """Iterate until both relative changes are below ``tolerance``.
 
+        ``verbose=True`` shows a progress bar (tqdm, on stderr) with the residuals;
+        ``callback(iteration, {"U": r_U, "M": r_M})`` is called after every iteration
+        and stops the solve by returning a true value
+        (:class:`~mfg_pde.utils.progress.Progress`). Either one makes the iteration run
+        in the host loop (on jax around the compiled marches), since it reports every
+        iteration to Python.
+
         Returns an :class:`~mfg_pde.MFGResult`; ``converged=False`` with the ``reason``
-        when the iteration cap is reached or values stop being finite.
+        when the iteration cap is reached, values stop being finite, or the callback
+        stopped it.
         """
         if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
             raise TypeError(f"max_iterations must be an int, got {max_iterations!r}")
@@ -170,10 +187,11 @@ class FixedPointIterator:
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
             notes.append(msg)
 
+        progress = Progress(max_iterations, verbose, callback, description=self.name)
         start = time.perf_counter()
         timings: dict[str, float] = {}
         state, eager = None, not self.compile
-        if self.runs_as_one_program:
+        if self.runs_as_one_program and not (verbose or callback is not None):
             try:
                 state, timings["compile"] = self._solve_compiled(max_iterations, tolerance)
             except Exception as err:  # tracing or compilation failed: run op by op
@@ -184,10 +202,16 @@ class FixedPointIterator:
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
                 notes.append(msg)
                 eager = True
+        stopped = None
         if state is None:
-            state = self._solve_on_host(max_iterations, tolerance, timings, eager)
+            try:
+                state, stopped = self._solve_on_host(
+                    max_iterations, tolerance, timings, eager, progress
+                )
+            finally:
+                progress.close()
         timings["total"] = time.perf_counter() - start
-        return self._result(state, tolerance, max_iterations, timings, notes)
+        return self._result(state, tolerance, max_iterations, timings, notes, stopped=stopped)
 
     # -- the iteration, written once ----------------------------------------------------
     def _iteration(self, backend: BaseBackend, hjb: Any, fp: Any, max_iterations: int):
@@ -327,8 +351,9 @@ class FixedPointIterator:
         b.to_numpy(program(self.hjb_solver.problem_arrays(), float("inf")).k)
         return program, time.perf_counter() - start
 
-    def _solve_on_host(self, max_iterations: int, tolerance: float, timings: dict, eager: bool):
-        """A Python loop over iterations: one host synchronisation (the status) each.
+    def _solve_on_host(self, max_iterations, tolerance, timings, eager, progress):
+        """A Python loop over iterations: one host synchronisation (the status, and the
+        residuals when ``progress`` reports them) each. Returns ``(state, stop reason)``.
 
         ``eager``: the marches too run op by op (Python loops, no jit)."""
         b = self.backend
@@ -351,20 +376,34 @@ class FixedPointIterator:
             timings["fp"] += time.perf_counter() - t0
             return M
 
+        xp = b.xp
         arrays = hjb.problem_arrays()
         iteration = self._iteration(b, hjb_march, fp_march, max_iterations)
         state = self._initial_state(b, arrays, max_iterations)
         for k in range(max_iterations):
             t0 = time.perf_counter()
             state = iteration(arrays, tolerance, state)
-            if int(b.to_numpy(state.status)) != RUNNING:
-                break
             if k == 0:
                 timings["first_iteration"] = time.perf_counter() - t0
-        return state
+            if not progress.active:
+                if int(b.to_numpy(state.status)) != RUNNING:
+                    break
+                continue
+            status, ru, rm = b.to_numpy(
+                xp.stack([xp.astype(state.status, b.dtype), state.res_u[k], state.res_m[k]])
+            )
+            if int(status) in (NONFINITE_U, NONFINITE_M):
+                break
+            # Convergence wins over a stop request in the same iteration.
+            if progress.update(k + 1, {"U": float(ru), "M": float(rm)}) and status == RUNNING:
+                return state, progress.stop_reason
+            if int(status) != RUNNING:
+                break
+        return state, None
 
-    def _result(self, state, tolerance, max_iterations, timings, notes, problem=None):
-        """The :class:`MFGResult` of a final state (``problem``: a batch member's)."""
+    def _result(self, state, tolerance, max_iterations, timings, notes, problem=None, stopped=None):
+        """The :class:`MFGResult` of a final state (``problem``: a batch member's;
+        ``stopped``: why a callback ended the solve)."""
         b = self.backend
         p = self.problem if problem is None else problem
         status = int(b.to_numpy(state.status))
@@ -374,7 +413,7 @@ class FixedPointIterator:
         if converged:
             reason = f"both residuals below tolerance={tolerance:g}"
         elif status == RUNNING:
-            reason = f"reached max_iterations={max_iterations}"
+            reason = stopped or f"reached max_iterations={max_iterations}"
         else:
             where = "U (HJB solve)" if status == NONFINITE_U else "M (FP solve)"
             n, i = _nonfinite_origin(b.to_numpy(state.bad), backward=status == NONFINITE_U)

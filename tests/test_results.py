@@ -1,0 +1,211 @@
+"""MFGResult on the users' side: save/load round trips, the figure, the summary, equality."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+
+import mfg_pde
+from mfg_pde import MFGResult, solve_mfg
+from mfg_pde.problems import design_example, hello_example
+
+matplotlib.use("Agg")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def small_solve(backend, **options) -> MFGResult:
+    """The hello example on a 21 x 10 grid: converges in about 25 damped iterations."""
+    return solve_mfg(hello_example(Nx=21, Nt=10), backend=backend, **options)
+
+
+@pytest.fixture(scope="module")
+def solved(backend) -> MFGResult:
+    return small_solve(backend)
+
+
+@pytest.fixture(scope="module")
+def numpy_result() -> MFGResult:
+    return small_solve("numpy")
+
+
+# -- save / load ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5", ".hdf5"])
+def test_save_load_round_trip_keeps_every_field(solved, backend, suffix, tmp_path):
+    """Every dataclass field comes back identical (arrays bit for bit, same dtype)."""
+    path = solved.save(tmp_path / f"result{suffix}")
+    assert path == tmp_path / f"result{suffix}" and path.stat().st_size > 0
+    loaded = mfg_pde.load(path)
+    assert isinstance(loaded, MFGResult)
+    names = [f.name for f in dataclasses.fields(MFGResult)]
+    for name in names:
+        original, copy = getattr(solved, name), getattr(loaded, name)
+        if isinstance(original, np.ndarray):
+            assert copy.dtype == original.dtype and copy.shape == original.shape, name
+            np.testing.assert_array_equal(copy, original, err_msg=name)
+        elif name == "residuals":
+            assert copy.keys() == original.keys() == {"U", "M"}
+            for key in original:
+                np.testing.assert_array_equal(copy[key], original[key], err_msg=key)
+        else:
+            assert copy == original, name
+    assert loaded == solved
+    # What the issue asks to keep, by name: backend/device, parameters, versions.
+    assert loaded.backend == backend.name and loaded.device == backend.device
+    assert loaded.problem["Nx"] == 21 and loaded.problem["sigma"] == 0.1
+    assert loaded.metadata["mfg_pde"] == mfg_pde.__version__
+    if backend.name != "numpy":
+        assert backend.name in loaded.metadata  # the backend library's version
+
+
+def test_npz_is_plain_arrays_and_json(numpy_result, tmp_path):
+    """Readable without mfg_pde and without pickle: arrays plus one JSON document."""
+    path = numpy_result.save(tmp_path / "r.npz")
+    with np.load(path, allow_pickle=False) as data:
+        assert set(data.files) == {"U", "M", "x", "t", "residual_U", "residual_M", "metadata"}
+        meta = json.loads(str(data["metadata"]))
+        np.testing.assert_array_equal(data["M"], numpy_result.M)
+    assert meta["format"] == "mfg_pde.MFGResult" and meta["iterations"] == numpy_result.iterations
+
+
+def test_save_without_suffix_writes_npz(numpy_result, tmp_path):
+    path = numpy_result.save(tmp_path / "sub" / "result")
+    assert path.name == "result.npz" and path.read_bytes()[:2] == b"PK"
+    assert mfg_pde.load(path) == numpy_result
+
+
+def test_save_rejects_unknown_suffix(numpy_result, tmp_path):
+    with pytest.raises(ValueError, match=r"\.txt.*\.npz, \.h5, \.hdf5"):
+        numpy_result.save(tmp_path / "result.txt")
+
+
+def test_hdf5_without_h5py_says_how_to_install(numpy_result, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "h5py", None)  # makes `import h5py` fail
+    with pytest.raises(ImportError, match="pip install h5py"):
+        numpy_result.save(tmp_path / "result.h5")
+    assert not (tmp_path / "result.h5").exists()
+
+
+def test_load_recognises_the_format_by_content(numpy_result, tmp_path):
+    path = numpy_result.save(tmp_path / "result.h5")
+    renamed = path.rename(tmp_path / "result.data")
+    assert mfg_pde.load(renamed) == numpy_result
+
+
+def test_load_rejects_files_that_are_not_results(numpy_result, tmp_path):
+    np.savez(tmp_path / "other.npz", U=np.zeros(3))
+    with pytest.raises(ValueError, match="not an mfg_pde result"):
+        mfg_pde.load(tmp_path / "other.npz")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="neither an .npz nor an HDF5"):
+        mfg_pde.load(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError):
+        mfg_pde.load(tmp_path / "missing.npz")
+
+
+def test_load_refuses_a_newer_layout(numpy_result, tmp_path):
+    path = numpy_result.save(tmp_path / "r.npz")
+    with np.load(path) as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["metadata"]))
+    meta["format_version"] += 1
+    arrays["metadata"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="upgrade mfg_pde"):
+        mfg_pde.load(path)
+
+
+def test_equality_sees_every_kind_of_difference(numpy_result):
+    same = dataclasses.replace(numpy_result)
+    assert same == numpy_result
+    U = numpy_result.U.copy()
+    U[3, 4] += 1e-12
+    assert dataclasses.replace(numpy_result, U=U) != numpy_result
+    residuals = {**numpy_result.residuals, "M": numpy_result.residuals["M"][:-1]}
+    assert dataclasses.replace(numpy_result, residuals=residuals) != numpy_result
+    problem = {**numpy_result.problem, "sigma": 0.2}
+    assert dataclasses.replace(numpy_result, problem=problem) != numpy_result
+    assert dataclasses.replace(numpy_result, device="cuda:0") != numpy_result
+    assert numpy_result != "a string"
+    # NaN compares equal to NaN here, so a saved result with NaN equals its copy.
+    nan_timings = {**numpy_result.timings, "hjb": float("nan")}
+    with_nan = dataclasses.replace(numpy_result, timings=nan_timings, U=U * np.nan)
+    assert with_nan == dataclasses.replace(with_nan, U=U * np.nan)
+
+
+# -- plot -----------------------------------------------------------------------------------
+
+
+def test_plot_draws_the_arrays_of_the_result(numpy_result, tmp_path):
+    """The figure shows M itself, U at five times from 0 to T, and both residual series."""
+    path = tmp_path / "figs" / "result.png"
+    fig = numpy_result.plot(path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    ax_m, ax_u, ax_r, colorbar = fig.axes
+    assert colorbar.get_ylabel() == "m(t, x)"
+    mesh = ax_m.collections[0]
+    np.testing.assert_array_equal(np.asarray(mesh.get_array()).ravel(), numpy_result.M.ravel())
+    lines = ax_u.get_lines()
+    assert len(lines) == 5
+    np.testing.assert_array_equal(lines[0].get_ydata(), numpy_result.U[0])
+    np.testing.assert_array_equal(lines[-1].get_ydata(), numpy_result.U[-1])
+    residual_lines = {line.get_label(): line.get_ydata() for line in ax_r.get_lines()}
+    for key in ("U", "M"):
+        np.testing.assert_array_equal(residual_lines[key], numpy_result.residuals[key])
+    assert "converged" in fig._suptitle.get_text()
+
+
+def test_plot_without_path_returns_an_open_figure(numpy_result):
+    import matplotlib.pyplot as plt
+
+    fig = numpy_result.plot()
+    assert plt.fignum_exists(fig.number)
+    plt.close(fig)
+
+
+def test_plot_refuses_results_that_are_not_1d(numpy_result):
+    flat = numpy_result
+    shape_2d = (len(flat.t), 4, 5)
+    result_2d = dataclasses.replace(
+        flat, U=np.zeros(shape_2d), M=np.zeros(shape_2d), x=np.zeros((4, 5, 2))
+    )
+    with pytest.raises(NotImplementedError, match="one-dimensional"):
+        result_2d.plot()
+
+
+# -- summary and metadata -------------------------------------------------------------------
+
+
+def test_summary_says_what_where_how_well_and_how_fast(numpy_result):
+    text = numpy_result.summary()
+    assert text.startswith(f"MFGResult: converged after {numpy_result.iterations} iterations")
+    assert "backend numpy on cpu" in text
+    assert f"U {numpy_result.residuals['U'][-1]:.3e}" in text
+    assert f"{numpy_result.timings['total']:.3g} s total" in text
+    assert "Nx=21, Nt=10, sigma=0.1" in text
+    assert f"mfg_pde {mfg_pde.__version__}" in text
+
+
+def test_summary_of_an_unconverged_solve_says_so():
+    result = small_solve("numpy", max_iterations=2)
+    assert result.summary().startswith("MFGResult: NOT converged after 2 iterations")
+    assert "max_iterations=2" in result.summary()
+
+
+def test_examples_in_the_package_are_what_they_say():
+    """``design_example()`` is ``MFGProblem()``; the hello problem has its documented data."""
+    assert design_example().parameters() == mfg_pde.MFGProblem().parameters()
+    hello = hello_example(Nx=11)
+    x = hello.x
+    assert hello.sigma == 0.1 and hello.T == 1.0 and hello.Nx == 11
+    np.testing.assert_allclose(hello.g, (x - 0.5) ** 2)
+    np.testing.assert_allclose(hello.running_cost(x, hello.m0, 0.0), -0.5 * hello.m0)
+    m0 = np.exp(-50 * (x - 0.5) ** 2)
+    np.testing.assert_allclose(hello.m0, m0 / (m0.sum() * hello.dx))
