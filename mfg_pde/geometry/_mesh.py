@@ -114,6 +114,10 @@ class AdaptStats:
 class AdaptiveMesh:
     """A quadtree mesh of a rectangle that adapts to fields given on its leaves.
 
+    Fields are arrays with one value per leaf in the order of :attr:`leaves` (Morton
+    order): cell averages for densities, cell-centre values for value functions. A
+    leading batch axis ``(B, n_leaves)`` is accepted by the indicator and transfers.
+
     Parameters
     ----------
     bounds : (xmin, xmax, ymin, ymax)
@@ -124,10 +128,6 @@ class AdaptiveMesh:
         Where the array kernels run (``create_backend`` rules; None = automatic).
     tree_kernels : "auto", "numba" or "numpy"
         Implementation of the tree kernels (identical results).
-
-    Fields are arrays with one value per leaf in the order of :attr:`leaves` (Morton
-    order): cell averages for densities, cell-centre values for value functions. A
-    leading batch axis ``(B, n_leaves)`` is accepted by the indicator and transfers.
     """
 
     def __init__(
