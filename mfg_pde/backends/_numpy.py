@@ -116,7 +116,8 @@ class NumpyBackend(BaseBackend):
         np.clip(s, -1.0, float(size), out=s)
         c = np.floor(s)
         s -= c  # the upper share's fraction
-        idx = c.astype(np.intp)
+        with np.errstate(invalid="ignore"):  # NaN: handled by the clip below
+            idx = c.astype(np.intp)
         idx += 1  # bin j is counted at j + 1, so that the bin left of the grid is 0
         np.clip(idx, 0, size + 1, out=idx)  # NaN casts to an arbitrary integer
         upper = s if weights is None else s * weights
