@@ -104,15 +104,16 @@ class JAXBackend(BaseBackend):
     def get_performance_hints(self) -> dict:
         gpu = self.has_capability("gpu")
         # CPU values measured (docs/particles.md); GPU values are estimates from
-        # DESIGN.md §5 (~10 fused kernels per scan step at ~5 µs, ~0.1 ns per particle).
+        # DESIGN.md §5 (~20 fused kernels per scan step at ~5 µs, ~0.1 ns per particle),
+        # not measured: no GPU was available.
         return {
             "device_type": "gpu" if gpu else "cpu",
             "kernel_overhead_s": 5e-6 if gpu else 1e-6,
             "memory_bandwidth_gbs": 2000.0 if gpu else 10.0,
             "compiled_loops": True,
             "normal_variate_s": 1e-11 if gpu else 1.7e-8,
-            "particle_step_s": 1e-10 if gpu else 3e-8,
-            "step_overhead_s": 5e-5 if gpu else 5e-5,
+            "particle_step_s": 1e-10 if gpu else 6e-8,
+            "step_overhead_s": 1e-4 if gpu else 2e-4,
             "host_transfer_gbs": 20.0 if gpu else 10.0,
         }
 
