@@ -12,7 +12,7 @@ from mfg_pde._result import MFGResult
 from mfg_pde.backends import BaseBackend, create_backend
 
 METHODS = ("fdm", "particle")
-_PARTICLE_OPTIONS = ("num_particles", "seed", "kde_method", "bandwidth")
+_PARTICLE_OPTIONS = ("num_particles", "seed", "kde_method", "bandwidth", "strategy")
 _HJB_OPTIONS = ("newton_tolerance", "max_newton_iterations")
 _ITERATOR_OPTIONS = ("thetaUM", "use_anderson", "anderson_depth", "compile")
 _SOLVE_OPTIONS = ("max_iterations", "tolerance", "verbose", "callback")
@@ -38,9 +38,9 @@ def solve_mfg(
         ``max_iterations`` (100), ``tolerance`` (1e-6), ``thetaUM`` (0.5),
         ``use_anderson`` (False), ``anderson_depth`` (5), ``newton_tolerance``,
         ``max_newton_iterations``, ``compile`` (True); for particles ``num_particles``,
-        ``seed``, ``kde_method``, ``bandwidth``. ``verbose`` (False) shows a progress bar;
-        ``callback(iteration, residuals)`` is called after every iteration and stops the
-        solve by returning a true value (:meth:`FixedPointIterator.solve`).
+        ``seed``, ``kde_method``, ``bandwidth``, ``strategy``. ``verbose`` (False) shows a
+        progress bar; ``callback(iteration, residuals)`` is called after every iteration
+        and stops the solve by returning a true value (:meth:`FixedPointIterator.solve`).
 
     Returns
     -------

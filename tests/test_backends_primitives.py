@@ -513,10 +513,20 @@ def test_performance_hints(backend):
         "memory_bandwidth_gbs",
         "compiled_loops",
         "normal_variate_s",
+        "particle_step_s",
+        "step_overhead_s",
+        "host_transfer_gbs",
     }
     assert hints["device_type"] == ("gpu" if backend.has_capability("gpu") else "cpu")
     assert isinstance(hints["compiled_loops"], bool)
-    for key in ("kernel_overhead_s", "memory_bandwidth_gbs", "normal_variate_s"):
+    for key in (
+        "kernel_overhead_s",
+        "memory_bandwidth_gbs",
+        "normal_variate_s",
+        "particle_step_s",
+        "step_overhead_s",
+        "host_transfer_gbs",
+    ):
         assert isinstance(hints[key], float) and hints[key] > 0
 
 

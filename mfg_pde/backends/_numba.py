@@ -43,6 +43,9 @@ class NumbaBackend(NumpyBackend):
 
     name = "numba"
 
+    def __init__(self) -> None:
+        super().__init__(use_numba=True)
+
     def solve_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
         lower, diag, upper, rhs = (
             np.ascontiguousarray(a, dtype=np.float64)

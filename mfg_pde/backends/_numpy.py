@@ -1,7 +1,15 @@
-"""NumPy backend: the reference, with SciPy's LAPACK where it wins."""
+"""NumPy backend: the reference, with SciPy's LAPACK where it wins.
+
+The per-particle kernels (linear binning, interpolation on a uniform grid) run through
+Numba when it is installed (``NumpyBackend(use_numba=None)``, the default, detects it;
+the kernels are compiled on first use and cached on disk) and through vectorised NumPy
+with ``np.bincount`` otherwise: one compiled pass over the particles instead of 8-10
+NumPy passes with temporaries.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import array_api_compat.numpy as xp_numpy
@@ -12,11 +20,31 @@ from mfg_pde.backends._base import BaseBackend
 
 _dgtsv = lapack.dgtsv
 
+#: Seconds per particle per FP-particle time step at 10^6 particles on 1000 points,
+#: measured on a shared 2-core EPYC (docs/particles.md): with the numba kernels for
+#: binning, interpolation and reflection (30-48 ns), and with NumPy alone (~70 ns).
+PARTICLE_STEP_S = {"numba": 4e-8, "numpy": 7e-8}
+
 
 class NumpyBackend(BaseBackend):
     """NumPy arrays on the CPU; tridiagonal solves by LAPACK ``dgtsv`` or a batched Thomas."""
 
     name = "numpy"
+
+    def __init__(self, use_numba: bool | None = None) -> None:
+        super().__init__()
+        if use_numba is None:
+            use_numba = importlib.util.find_spec("numba") is not None
+        self.use_numba = bool(use_numba)
+        self._numba_kernels: Any = None
+
+    def _kernels(self) -> Any:
+        """The numba kernels module (imported on first use), or None without numba."""
+        if self.use_numba and self._numba_kernels is None:
+            from mfg_pde.backends import _numba_kernels
+
+            self._numba_kernels = _numba_kernels
+        return self._numba_kernels
 
     def _namespace(self) -> Any:
         return xp_numpy
@@ -37,6 +65,70 @@ class NumpyBackend(BaseBackend):
 
     def gradient(self, f: Any, dx: float, axis: int = -1) -> Any:
         return np.gradient(f, dx, axis=axis, edge_order=1)
+
+    def interp_uniform(self, x: Any, start: float, spacing: float, values: Any) -> Any:
+        x = np.asarray(x, dtype=np.float64)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        kernels = self._kernels()
+        if kernels is not None and x.ndim == 1:
+            out = np.empty_like(x)
+            kernels.interp_uniform(
+                np.ascontiguousarray(x), float(start), float(spacing), values, out
+            )
+            return out
+        n = values.shape[0]
+        s = np.subtract(x, start)
+        s /= spacing
+        np.clip(s, 0.0, float(n - 1), out=s)
+        cell = s.astype(np.intp)  # s >= 0: truncation is floor (NaN casts to garbage...)
+        np.clip(cell, 0, n - 2, out=cell)  # ... which the clip keeps in range
+        s -= cell
+        out = (1.0 - s) * values[cell]
+        out += s * values[cell + 1]
+        return out
+
+    def fold_into_interval(self, x: Any, lo: float, hi: float, periodic: bool = False) -> Any:
+        kernels = self._kernels()
+        if kernels is None or np.ndim(x) != 1:
+            return super().fold_into_interval(x, lo, hi, periodic)
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        out = np.empty_like(x)
+        kernels.fold_into_interval(x, float(lo), float(hi), bool(periodic), out)
+        return out
+
+    def _small_matmul(self, a: Any, b: Any) -> Any:
+        # Not BLAS: OpenBLAS threads a (100, 350) @ (350, 16) product, and with the other
+        # core of a 2-core machine busy one call then took 20 ms instead of 0.05 ms.
+        # einsum's own loop is single-threaded and steady (0.37 ms).
+        return np.einsum("ij,jk->ik", a, b)
+
+    def linear_binning(
+        self, points: Any, start: float, spacing: float, size: int, weights: Any | None = None
+    ) -> Any:
+        kernels = self._kernels()
+        points = np.asarray(points, dtype=np.float64)
+        if kernels is not None:
+            out = np.zeros(size)
+            w = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
+            kernels.linear_binning(
+                np.ascontiguousarray(points), float(start), float(spacing), w, out
+            )
+            return out
+        s = np.subtract(points, start)
+        s /= spacing
+        np.clip(s, -1.0, float(size), out=s)
+        c = np.floor(s)
+        s -= c  # the upper share's fraction
+        with np.errstate(invalid="ignore"):  # NaN: handled by the clip below
+            idx = c.astype(np.intp)
+        idx += 1  # bin j is counted at j + 1, so that the bin left of the grid is 0
+        np.clip(idx, 0, size + 1, out=idx)  # NaN casts to an arbitrary integer
+        upper = s if weights is None else s * weights
+        lower = 1.0 - s if weights is None else weights - upper
+        count = size + 2
+        out = np.bincount(idx, weights=lower, minlength=count)[1 : size + 1]
+        out += np.bincount(idx, weights=upper, minlength=count)[:size]
+        return out
 
     def solve_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
         if (
@@ -86,7 +178,10 @@ class NumpyBackend(BaseBackend):
             "kernel_overhead_s": 2e-6,
             "memory_bandwidth_gbs": 10.0,
             "compiled_loops": False,
-            "normal_variate_s": 2e-8,
+            "normal_variate_s": 1.1e-8,
+            "particle_step_s": PARTICLE_STEP_S["numba" if self.use_numba else "numpy"],
+            "step_overhead_s": 3e-4,
+            "host_transfer_gbs": 10.0,
         }
 
 

@@ -4,5 +4,22 @@ from mfg_pde.alg.numerical.fixed_point import FixedPointIterator
 from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
 from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
+from mfg_pde.alg.numerical.particle_strategy import (
+    CPUParticleStrategy,
+    GPUParticleStrategy,
+    ParticleProblemSize,
+    ParticleStrategy,
+    select_particle_strategy,
+)
 
-__all__ = ["FPFDMSolver", "FPParticleSolver", "FixedPointIterator", "HJBFDMSolver"]
+__all__ = [
+    "CPUParticleStrategy",
+    "FPFDMSolver",
+    "FPParticleSolver",
+    "FixedPointIterator",
+    "GPUParticleStrategy",
+    "HJBFDMSolver",
+    "ParticleProblemSize",
+    "ParticleStrategy",
+    "select_particle_strategy",
+]
