@@ -6,12 +6,15 @@ The density is a crowd pressed against an exit: a smooth bulk whose edge is a st
 each pass moving the density to the leaves conservatively. The picture shows the leaves
 over the field and goes to ``examples/output/amr_demo.png``.
 
-Run: ``python examples/amr_demo.py [--backend numpy|numba|jax|torch]`` (a few seconds).
+Run: ``python examples/amr_demo.py [--backend numpy|numba|jax|torch] [--small]`` (a few
+seconds). ``--small`` (or ``MFG_PDE_EXAMPLE_SMALL=1``) uses 256 x 256 data;
+``MFG_PDE_EXAMPLE_OUTPUT`` sets the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -24,8 +27,11 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 
 from mfg_pde.geometry import AdaptiveMesh, AMRRefinementCriteria  # noqa: E402
 
-OUTPUT = Path(__file__).resolve().parent / "output" / "amr_demo.png"
-GRID_LEVEL = 10  # the data: 1024 x 1024 cell averages
+OUTPUT = (
+    Path(os.environ.get("MFG_PDE_EXAMPLE_OUTPUT", Path(__file__).resolve().parent / "output"))
+    / "amr_demo.png"
+)
+SMALL = os.environ.get("MFG_PDE_EXAMPLE_SMALL", "") not in ("", "0")
 
 
 def crowd_density(x, y):
@@ -36,11 +42,12 @@ def crowd_density(x, y):
     return 0.05 + bulk * front
 
 
-def main(backend: str | None = None) -> None:
-    n = 2**GRID_LEVEL
+def main(backend: str | None = None, small: bool = SMALL) -> None:
+    grid_level = 8 if small else 10  # the data: 256² or 1024² cell averages
+    n = 2**grid_level
     centres = (np.arange(n) + 0.5) / n
     grid = crowd_density(centres[:, None], centres[None, :])  # grid[i, j]: i along x
-    criteria = AMRRefinementCriteria(error_threshold=0.05, max_refinement_levels=GRID_LEVEL)
+    criteria = AMRRefinementCriteria(error_threshold=0.05, max_refinement_levels=grid_level)
     mesh = AdaptiveMesh((0.0, 1.0, 0.0, 1.0), criteria, base_level=3, backend=backend)
     start = time.perf_counter()
     for step in range(20):
@@ -71,7 +78,7 @@ def main(backend: str | None = None) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 6), constrained_layout=True)
     image = axes[0].imshow(grid.T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis")
-    fig.colorbar(image, ax=axes[0], label="density (uniform 1024 x 1024 data)")
+    fig.colorbar(image, ax=axes[0], label=f"density (uniform {n} x {n} data)")
     x0, x1, y0, y1 = mesh.leaf_bounds().T
     boxes = np.stack([np.c_[x0, y0], np.c_[x1, y0], np.c_[x1, y1], np.c_[x0, y1]], axis=1)
     axes[0].add_collection(PolyCollection(boxes, facecolors="none", edgecolors="w", linewidths=0.2))
@@ -94,4 +101,6 @@ def main(backend: str | None = None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", default=None, help="numpy, numba, jax or torch")
-    main(parser.parse_args().backend)
+    parser.add_argument("--small", action="store_true", help="256 x 256 data (fast)")
+    args = parser.parse_args()
+    main(args.backend, args.small or SMALL)
