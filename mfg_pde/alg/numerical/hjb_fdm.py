@@ -193,6 +193,14 @@ def make_hjb_march(
         c, x, cost = arrays["c"], arrays["x"], arrays["cost"]
         diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * arrays["counts"]
         zero = xp.zeros_like(x)
+        dev = b._device_kw()
+        # Newton's counters (iterations, last step, converged, steps used), made once.
+        newton_init = (
+            xp.asarray(0, **dev),
+            xp.asarray(math.inf, dtype=b.dtype, **dev),
+            xp.asarray(False, **dev),
+            xp.asarray(0, **dev),
+        )
 
         def newton_step(state, rhs, tol):
             u, it, step, done_before, used = state
@@ -206,8 +214,10 @@ def make_hjb_march(
             # Error estimate: |δ| itself, or 2ρ|δ| once a contraction rate ρ < 1/2 is seen
             # (step is inf before the first Newton step, so rate = 0 is not trusted then).
             done = (new_step <= tol) | ((it >= 1) & (rate < 0.5) & (2.0 * rate * new_step <= tol))
-            # Steps taken until converged (a fixed-count loop goes on past that point).
-            used = used + xp.astype(~done_before, used.dtype)
+            if newton_count is not None:
+                # Steps taken until converged (a fixed-count loop goes on past that point;
+                # a while loop stops there, and its count `it` is the same number).
+                used = used + xp.astype(~done_before, used.dtype)
             return u - delta, it + 1, new_step, done, used
 
         def time_step(u_next, inputs):
@@ -216,14 +226,7 @@ def make_hjb_march(
             tol = tolerance * xp.maximum(xp.max(xp.abs(u_next)), 1.0)
             # From a guess of the path, predict by the change just made at level n + 1.
             start = u_next if guess is None else guess + (u_next - guess_next)
-            dev = b._device_kw()
-            state = (
-                start,
-                xp.asarray(0, **dev),
-                xp.asarray(math.inf, dtype=b.dtype, **dev),
-                xp.asarray(False, **dev),
-                xp.asarray(0, **dev),
-            )
+            state = (start, *newton_init)
             if newton_count is None:
                 state = b.while_loop(
                     lambda s: (s[1] < max_iterations) & ~s[3],
@@ -233,8 +236,8 @@ def make_hjb_march(
             else:
                 for _ in range(newton_count):
                     state = newton_step(state, rhs, tol)
-            u, _, _, done, used = state
-            return u, (u, ~done, used)
+            u, it, _, done, used = state
+            return u, (u, ~done, it if newton_count is None else used)
 
         guesses = guesses_next = None
         if U_guess is not None:
