@@ -12,21 +12,14 @@ import pytest
 
 from mfg_pde import MFGProblem, solve_mfg, solve_mfg_batch
 from mfg_pde.alg.numerical import FixedPointIterator, FPFDMSolver, HJBFDMSolver
+from mfg_pde.problems import hello_example
 
 
 def hello(**overrides) -> MFGProblem:
     """Issue 4's reference problem, small, with its coupling as a cost parameter."""
-    kwargs = dict(
-        Nx=41,
-        Nt=20,
-        sigma=0.1,
-        running_cost=lambda x, m, t, c: c * m,
-        cost_parameters={"c": -0.5},
-        terminal_cost=lambda x: (x - 0.5) ** 2,
-        initial_density=lambda x: np.exp(-50 * (x - 0.5) ** 2),
-    )
+    kwargs = dict(Nx=41, Nt=20, running_cost=lambda x, m, t, c: c * m, cost_parameters={"c": -0.5})
     kwargs.update(overrides)
-    return MFGProblem(**kwargs)
+    return hello_example(**kwargs)
 
 
 HELLO = hello()
