@@ -21,6 +21,7 @@ from mfg_pde.alg.numerical import (
     FPParticleSolver,
     HJBFDMSolver,
 )
+from mfg_pde.problems import design_example  # MFGProblem(); checked below
 
 
 def fitted_order(h, err) -> float:
@@ -32,12 +33,6 @@ def pairwise_orders(err) -> np.ndarray:
     """Observed orders between successive halvings of h."""
     err = np.asarray(err)
     return np.log2(err[:-1] / err[1:])
-
-
-def design_example(**overrides) -> MFGProblem:
-    """The DESIGN.md §2 example (congestion 0.2·m, agents heading for x = 0.8), which is
-    what ``MFGProblem()`` builds; ``test_default_problem_is_the_design_example`` checks."""
-    return MFGProblem(**overrides)
 
 
 # -- convergence against exact solutions ----------------------------------------------------
