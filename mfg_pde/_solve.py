@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -14,8 +15,17 @@ from mfg_pde.backends import BaseBackend, create_backend
 METHODS = ("fdm", "particle")
 _PARTICLE_OPTIONS = ("num_particles", "seed", "kde_method", "bandwidth")
 _HJB_OPTIONS = ("newton_tolerance", "max_newton_iterations")
-_ITERATOR_OPTIONS = ("thetaUM", "use_anderson", "anderson_depth", "compile")
-_SOLVE_OPTIONS = ("max_iterations", "tolerance", "verbose", "callback")
+_ITERATOR_OPTIONS = (
+    "thetaUM",
+    "use_anderson",
+    "anderson_depth",
+    "compile",
+    "adaptive_damping",
+    "anderson_mixing",
+    "anderson_safeguard",
+    "anderson_restart",
+)
+_SOLVE_OPTIONS = ("max_iterations", "tolerance", "equation_tolerance", "verbose", "callback")
 
 
 def solve_mfg(
@@ -198,7 +208,12 @@ def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
         one = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], state)
         results.append(
             iterator._result(
-                one, tolerance, max_iterations, {"compile": compile_seconds}, [], problem=member
+                one,
+                (tolerance, math.inf),
+                max_iterations,
+                {"compile": compile_seconds},
+                [],
+                problem=member,
             )
         )
     return results

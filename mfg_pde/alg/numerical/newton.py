@@ -1,0 +1,419 @@
+"""Newton's method on the whole discrete MFG system (all time levels of U and M at once)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from mfg_pde._problem import MFGProblem
+from mfg_pde._result import MFGResult
+from mfg_pde.alg.numerical import _stencils as st
+from mfg_pde.alg.numerical._base import problem_arrays
+from mfg_pde.alg.numerical._coupling import coupling_jacobian
+from mfg_pde.alg.numerical._residual import make_equation_residual
+from mfg_pde.backends import BaseBackend, create_backend
+from mfg_pde.utils.progress import Callback, Progress
+
+#: Armijo constant of the backtracking line search on ``||R||_2``.
+ARMIJO = 1e-4
+#: Step halvings before the line search gives up (smallest step 2**-12).
+MAX_HALVINGS = 12
+
+
+class NewtonSolver:
+    r"""Newton's method for the coupled discrete HJB-FP system of the FDM solvers.
+
+    The unknowns are ``U^0, ..., U^{Nt-1}`` and ``M^1, ..., M^{Nt}`` (``U^{Nt} = g`` and
+    ``M^0 = m0`` are fixed), ``2 Nt Nx`` numbers; the equations are the rows ``F_n`` of
+    the implicit HJB scheme and ``G_n`` of the adjoint FP scheme, exactly as
+    :class:`HJBFDMSolver` and :class:`FPFDMSolver` write them
+    (:mod:`~mfg_pde.alg.numerical._residual`), so a solution here is the fixed point of
+    :class:`FixedPointIterator` with those solvers, to the tolerance.
+
+    The Jacobian is exact:
+
+    * ``dF_n/dU^n = I/dt - ν Δ + L(U^n)`` (the tridiagonal HJB Newton matrix),
+      ``dF_n/dU^{n+1} = -I/dt``, ``dF_n/dM^{n+1} = -∂f/∂m``;
+    * ``dG_n/dM^{n+1} = (I/dt - ν Δ + L(U^n))^T``, ``dG_n/dM^n = -I/dt`` and
+      ``dG_n/dU^n = D_-^T diag(M^{n+1} 1[D_- U^n > 0] / λ) D_- + D_+^T diag(M^{n+1}
+      1[D_+ U^n < 0] / λ) D_+``, the derivative of ``L(U^n)^T M^{n+1}`` (``L`` is
+      piecewise linear in the slopes; at a kink the derivative of the side that is
+      zero there is used, the same generalised derivative as the HJB Newton step).
+
+    ``∂f/∂m`` comes from :func:`~mfg_pde.alg.numerical._coupling.coupling_jacobian`:
+    forward-mode differentiation (``jax.jacfwd``) when JAX is installed, otherwise the
+    complex step, both exact to rounding. A local coupling gives a diagonal block per
+    time level; a nonlocal one (``(x * m).sum()``) a dense ``Nx x Nx`` block, which is
+    supported but makes the factorisation cost grow like ``Nx^2`` per level.
+
+    The linear system (block tridiagonal in time, tridiagonal blocks in x, unknowns
+    ordered level by level ``[U^n, M^{n+1}]``) is factorised by SuperLU
+    (:func:`scipy.sparse.linalg.splu`). Globalisation: a backtracking (Armijo) line
+    search on ``||(F, G)||_2``. When it stalls, or an attempt does not converge within
+    ``attempt_iterations``, the solver continues in the coupling strength: it solves
+    ``f_s(x, m, t) = f(x, m_ref + s (m - m_ref), t)`` for ``s`` rising from 0 (where
+    the system decouples and one HJB and one FP march solve it, ``m_ref`` being the
+    initial guess's density) to 1, halving the step in ``s`` after a failure and
+    doubling it after a success. ``result.stages`` lists the steps taken.
+
+    Where it runs: the Newton iteration itself (residuals, Jacobian, sparse LU) runs on
+    the host with NumPy/SciPy for every backend; the backend given computes the
+    initial guess (an HJB and an FP march) and the arrays are converted in and out.
+
+    Parameters
+    ----------
+    problem : MFGProblem
+    backend : str, BaseBackend or None
+        Runs the initial marches; None chooses automatically.
+    continuation : bool
+        Continue in the coupling strength when Newton from the initial guess fails.
+    attempt_iterations : int
+        Newton iterations one attempt (the full problem, or one continuation step) may
+        take before it counts as failed.
+    max_continuation_steps : int
+        Attempts allowed in the continuation (successful or not).
+    """
+
+    def __init__(
+        self,
+        problem: MFGProblem,
+        backend: str | BaseBackend | None = None,
+        continuation: bool = True,
+        attempt_iterations: int = 20,
+        max_continuation_steps: int = 30,
+    ) -> None:
+        if not isinstance(problem, MFGProblem):
+            raise TypeError(f"problem must be an MFGProblem, got {type(problem).__name__}")
+        for name, value in (
+            ("attempt_iterations", attempt_iterations),
+            ("max_continuation_steps", max_continuation_steps),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        self.problem = problem
+        self.backend = create_backend(backend)
+        self.continuation = bool(continuation)
+        self.attempt_iterations = attempt_iterations
+        self.max_continuation_steps = max_continuation_steps
+        self._host = create_backend("numpy")
+        self._arrays = problem_arrays(problem, self._host)
+        self._residual = make_equation_residual(
+            self._host, problem.running_cost, problem.boundary == "periodic"
+        )
+
+    @property
+    def name(self) -> str:
+        return f"NewtonSolver[{self.backend.name}]"
+
+    # -- the discrete system ------------------------------------------------------------
+    def residual(self, U: np.ndarray, M: np.ndarray, s: float = 1.0, M_ref=None):
+        """``(F, G)`` of the system with coupling ``f_s`` (``s = 1``: the problem's)."""
+        if s == 1.0 or M_ref is None:
+            return self._residual(self._arrays, U, M)
+        F, _ = self._residual(self._arrays, U, M_ref + s * (M - M_ref))
+        _, G = self._residual(self._arrays, U, M)
+        return F, G
+
+    def jacobian(self, U: np.ndarray, M: np.ndarray, s: float = 1.0, M_ref=None) -> sp.csc_matrix:
+        """The sparse Jacobian of ``(F, G)`` in the level-by-level ordering (see class)."""
+        p = self.problem
+        Nt, Nx = p.Nt, p.Nx
+        periodic = p.boundary == "periodic"
+        c = st.scheme_constants(p)
+        a, bb, d = st.upwind_derivatives(np, U[:-1], c, periodic)
+        diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * self._arrays["counts"]
+        lower, diag, upper = (np.array(v) for v in st.hjb_jacobian_from_slopes(a, bb, diag0, c))
+        lower_t, diag_t, upper_t = st.transpose(np, lower, diag, upper)
+        levels = np.arange(Nt)[:, None]
+        nodes = np.arange(Nx)[None, :]
+
+        # Unknown (and equation) number of (level n, kind, node i); kind 0 is U^n (F_n),
+        # kind 1 is M^{n+1} (G_n).
+        def index(level, kind, i):
+            return (2 * level + kind) * Nx + i
+
+        rows, cols, vals = [], [], []
+
+        def add(r, cidx, v):
+            r, cidx, v = np.broadcast_arrays(r, cidx, v)
+            rows.append(r.ravel())
+            cols.append(cidx.ravel())
+            vals.append(v.ravel())
+
+        left, right = (nodes - 1) % Nx, (nodes + 1) % Nx
+        inner_l = np.ones(Nx, bool) if periodic else nodes[0] > 0
+        inner_r = np.ones(Nx, bool) if periodic else nodes[0] < Nx - 1
+        F_row, G_row = index(levels, 0, nodes), index(levels, 1, nodes)
+        # dF_n/dU^n and dG_n/dM^{n+1}: tridiagonal (cyclic when periodic).
+        for row, kind, (lo, di, up) in (
+            (F_row, 0, (lower, diag, upper)),
+            (G_row, 1, (lower_t, diag_t, upper_t)),
+        ):
+            add(row, index(levels, kind, nodes), di)
+            add(row[:, inner_l], index(levels, kind, left)[:, inner_l], lo[:, inner_l])
+            add(row[:, inner_r], index(levels, kind, right)[:, inner_r], up[:, inner_r])
+        # dF_n/dU^{n+1} = -I/dt (U^{Nt} = g is fixed) and dG_n/dM^n = -I/dt (M^0 fixed).
+        add(F_row[:-1], index(levels[1:], 0, nodes), -1.0 / c.dt)
+        add(G_row[1:], index(levels[:-1], 1, nodes), -1.0 / c.dt)
+        # dF_n/dM^{n+1} = -s f'(M_ref + s (M - M_ref)).
+        M_eff = M if (s == 1.0 or M_ref is None) else M_ref + s * (M - M_ref)
+        df = coupling_jacobian(p, M_eff[1:])
+        if df.ndim == 2:  # local coupling: diagonal blocks
+            add(F_row, index(levels, 1, nodes), -s * df)
+        else:
+            add(F_row[:, :, None], index(levels, 1, nodes)[:, None, :], -s * df)
+        # dG_n/dU^n: edge e joins nodes e-1 and e (slope d[e]); its weight is
+        # (M_{e-1} 1[d_e < 0] + M_e 1[d_e > 0]) / (λ dx²). Edge Nx wraps (periodic) or
+        # is the ghost edge of a no-flux wall (slope 0, weight 0).
+        m = M[1:]
+        edges = np.arange(1, Nx + 1)
+        lnode, rnode = edges - 1, edges % Nx
+        slope = d[:, edges]
+        weight = (m[:, lnode] * (slope < 0) + m[:, rnode] * (slope > 0)) / (
+            c.control_cost * c.dx * c.dx
+        )
+        if not periodic:
+            weight = weight[:, :-1]
+            lnode, rnode = lnode[:-1], rnode[:-1]
+        for a_node, b_node in ((lnode, rnode), (rnode, lnode)):
+            add(index(levels, 1, a_node), index(levels, 0, a_node), weight)
+            add(index(levels, 1, a_node), index(levels, 0, b_node), -weight)
+        size = 2 * Nt * Nx
+        return sp.csc_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(size, size),
+        )
+
+    # -- the solve ----------------------------------------------------------------------
+    def solve(
+        self,
+        max_iterations: int = 100,
+        tolerance: float = 1e-8,
+        *,
+        initial: tuple[Any, Any] | None = None,
+        verbose: bool = False,
+        callback: Callback | None = None,
+    ) -> MFGResult:
+        """Newton iterations until ``max|F| <= tolerance`` and ``max|G| <= tolerance``.
+
+        Parameters
+        ----------
+        max_iterations : int
+            Newton iterations (linear solves) allowed in all, continuation included.
+        tolerance : float
+            On the discrete equation residuals (max norm, see
+            :mod:`~mfg_pde.alg.numerical._residual`).
+        initial : (U, M), optional
+            Starting point, arrays of shape ``(Nt + 1, Nx)`` (for example a fixed-point
+            iterate); ``U[-1]`` and ``M[0]`` are replaced by ``g`` and ``m0``. Default:
+            one Picard pass from the initial density frozen in time.
+        verbose, callback
+            As :meth:`FixedPointIterator.solve`; the residuals reported are
+            ``{"hjb": max|F|, "fp": max|G|}``.
+
+        Returns
+        -------
+        MFGResult
+            ``residuals``: per Newton iteration, ``"U"`` and ``"M"`` (relative L2 size of
+            the step taken) and ``"hjb"``, ``"fp"`` (equation residuals after it, of the
+            problem being solved at that iteration: see ``stages``). ``stages``: one
+            entry per attempt, with the coupling strength ``s``, iterations, outcome
+            and residual histories. ``converged`` means the full problem's equations
+            hold to ``tolerance``.
+        """
+        if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
+            raise TypeError(f"max_iterations must be an int, got {max_iterations!r}")
+        if max_iterations < 1:
+            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
+        if not (isinstance(tolerance, (int, float)) and tolerance > 0):
+            raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+        p = self.problem
+        start = time.perf_counter()
+        timings: dict[str, float] = {"initial": 0.0, "jacobian": 0.0, "linear_solve": 0.0}
+        t0 = time.perf_counter()
+        if initial is None:
+            M_ref = np.broadcast_to(p.m0, p.shape).copy()
+            U, M = self._picard_pass(M_ref)
+        else:
+            U, M = (np.array(self.backend.to_numpy(self.backend.array(v)), float) for v in initial)
+            for name, v in (("U", U), ("M", M)):
+                if v.shape != p.shape:
+                    raise ValueError(f"initial {name} must have shape {p.shape}, got {v.shape}")
+            U[-1], M[0] = p.g, p.m0
+            M_ref = M.copy()
+        timings["initial"] = time.perf_counter() - t0
+
+        history = {"U": [], "M": [], "hjb": [], "fp": []}
+        stages: list[dict[str, Any]] = []
+        progress = Progress(max_iterations, verbose, callback, description=self.name)
+        budget = [max_iterations]
+
+        def attempt(U, M, s, limit):
+            out = self._newton(U, M, s, M_ref, tolerance, limit, history, timings, progress)
+            budget[0] -= out["iterations"]
+            stages.append(
+                {
+                    "stage": "newton",
+                    "coupling": s,
+                    "iterations": out["iterations"],
+                    "converged": out["converged"],
+                    "reason": out["reason"],
+                    "hjb": out["hjb"],
+                    "fp": out["fp"],
+                }
+            )
+            return out
+
+        try:
+            out = attempt(U, M, 1.0, min(self.attempt_iterations, budget[0]))
+            if not out["converged"] and out["finite"]:
+                U, M = out["U"], out["M"]  # the best point of the failed attempt
+            if not out["converged"] and self.continuation and not out["stopped"]:
+                out = self._continue(M_ref, attempt, budget, out)
+        finally:
+            progress.close()
+        if out["converged"]:
+            U, M = out["U"], out["M"]
+            reason = f"discrete equation residuals below tolerance={tolerance:g}"
+            if len(stages) > 1:
+                reason += f" after continuation in the coupling ({len(stages) - 1} steps)"
+        else:
+            U, M = out["U"], out["M"]
+            reason = "Newton did not converge: " + out["reason"]
+            if len(stages) > 1:
+                reached = max([0.0] + [g["coupling"] for g in stages[1:] if g["converged"]])
+                reason += f" (continuation tried {len(stages) - 1} steps, reached s={reached:.3g})"
+        timings["total"] = time.perf_counter() - start
+        return MFGResult(
+            U=U,
+            M=M,
+            x=p.x.copy(),
+            t=p.t.copy(),
+            converged=bool(out["converged"]),
+            iterations=len(history["hjb"]),
+            residuals={k: np.asarray(v, dtype=np.float64) for k, v in history.items()},
+            reason=reason,
+            backend=self.backend.name,
+            device=self.backend.device,
+            timings=timings,
+            solver=self.name,
+            problem={**p.parameters(), "dx": p.dx, "dt": p.dt},
+            warnings=["the Newton iteration ran on the host (NumPy/SciPy sparse LU)"]
+            if self.backend.name != "numpy"
+            else [],
+            method="newton",
+            stages=stages,
+        )
+
+    def _picard_pass(self, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``U = HJB(M)``, ``M = FP(U)`` with the FDM marches on the solver's backend."""
+        from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
+        from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
+
+        U = HJBFDMSolver(self.problem, self.backend).solve(M)
+        return U, FPFDMSolver(self.problem, self.backend).solve(U)
+
+    def _continue(self, M_ref, attempt, budget, failed) -> dict:
+        """Continuation in the coupling strength from s = 0 (see the class docstring)."""
+        U, M = self._picard_pass(M_ref)  # solves the s = 0 system exactly
+        s_done, ds, out = 0.0, 0.5, failed
+        for _ in range(self.max_continuation_steps):
+            if budget[0] <= 0:
+                out = {**out, "reason": out["reason"] + "; Newton iteration budget spent"}
+                break
+            s = min(1.0, s_done + ds)
+            out = attempt(U, M, s, min(self.attempt_iterations, budget[0]))
+            if out["stopped"]:
+                break
+            if out["converged"]:
+                U, M, s_done = out["U"], out["M"], s
+                if s_done == 1.0:
+                    return out
+                ds = min(2.0 * ds, 1.0 - s_done)
+            else:
+                ds *= 0.5
+                if ds < 1e-3:
+                    out = {**out, "reason": out["reason"] + "; continuation step below 1e-3"}
+                    break
+        if not out["converged"]:
+            out = {**out, "U": U, "M": M} if s_done < 1.0 else out
+        return out
+
+    def _newton(self, U, M, s, M_ref, tolerance, limit, history, timings, progress) -> dict:
+        """Damped Newton on the system with coupling ``f_s``; at most ``limit`` steps."""
+        p = self.problem
+        Nt, Nx = p.Nt, p.Nx
+        U, M = U.copy(), M.copy()
+
+        def packed(F, G):
+            return np.stack([F, G], axis=1).ravel()
+
+        F, G = self.residual(U, M, s, M_ref)
+        norm = np.linalg.norm(packed(F, G))
+        hjb, fp = [], []
+        reason, stopped, finite = "", False, bool(np.isfinite(norm))
+        k = 0
+        while True:
+            rh, rf = float(np.max(np.abs(F))), float(np.max(np.abs(G)))
+            if not np.isfinite(norm):
+                reason = "non-finite residual at the starting point"
+                break
+            if rh <= tolerance and rf <= tolerance:
+                return {
+                    "U": U, "M": M, "converged": True, "iterations": k, "reason": "converged",
+                    "hjb": hjb, "fp": fp, "stopped": False, "finite": True,
+                }  # fmt: skip
+            if k >= limit:
+                reason = f"{limit} Newton iterations at s={s:g} left residuals HJB {rh:.2e}, "
+                reason += f"FP {rf:.2e}"
+                break
+            t0 = time.perf_counter()
+            J = self.jacobian(U, M, s, M_ref)
+            timings["jacobian"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            try:
+                step = spla.splu(J).solve(-packed(F, G))
+            except RuntimeError as err:  # exactly singular factor
+                reason = f"singular Jacobian at s={s:g} ({err})"
+                break
+            timings["linear_solve"] += time.perf_counter() - t0
+            step = step.reshape(Nt, 2, Nx)
+            dU = np.concatenate([step[:, 0], np.zeros((1, Nx))])
+            dM = np.concatenate([np.zeros((1, Nx)), step[:, 1]])
+            alpha, accepted = 1.0, False
+            for _ in range(MAX_HALVINGS + 1):
+                U_try, M_try = U + alpha * dU, M + alpha * dM
+                F_try, G_try = self.residual(U_try, M_try, s, M_ref)
+                norm_try = np.linalg.norm(packed(F_try, G_try))
+                if np.isfinite(norm_try) and norm_try <= (1.0 - ARMIJO * alpha) * norm:
+                    accepted = True
+                    break
+                alpha *= 0.5
+            k += 1
+            if not accepted:
+                reason = f"line search stalled at s={s:g} (no decrease down to step 2^-"
+                reason += f"{MAX_HALVINGS}; residual norm {norm:.2e})"
+                break
+            history["U"].append(alpha * _ratio(dU, U_try))
+            history["M"].append(alpha * _ratio(dM, M_try))
+            U, M, F, G, norm = U_try, M_try, F_try, G_try, norm_try
+            rh, rf = float(np.max(np.abs(F))), float(np.max(np.abs(G)))
+            history["hjb"].append(rh)
+            history["fp"].append(rf)
+            hjb.append(rh)
+            fp.append(rf)
+            if progress.active and progress.update(len(history["hjb"]), {"hjb": rh, "fp": rf}):
+                reason, stopped = progress.stop_reason, True
+                break
+        return {
+            "U": U, "M": M, "converged": False, "iterations": k, "reason": reason,
+            "hjb": hjb, "fp": fp, "stopped": stopped, "finite": finite,
+        }  # fmt: skip
+
+
+def _ratio(step: np.ndarray, new: np.ndarray) -> float:
+    return float(np.linalg.norm(step) / max(np.linalg.norm(new), 1e-300))
