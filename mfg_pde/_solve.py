@@ -12,7 +12,7 @@ from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
 from mfg_pde.backends import BaseBackend, create_backend
 
-METHODS = ("fdm", "particle")
+METHODS = ("fdm", "particle", "newton", "auto")
 _PARTICLE_OPTIONS = ("num_particles", "seed", "kde_method", "bandwidth")
 _HJB_OPTIONS = ("newton_tolerance", "max_newton_iterations")
 _ITERATOR_OPTIONS = (
@@ -26,6 +26,22 @@ _ITERATOR_OPTIONS = (
     "anderson_restart",
 )
 _SOLVE_OPTIONS = ("max_iterations", "tolerance", "equation_tolerance", "verbose", "callback")
+_NEWTON_OPTIONS = ("continuation", "attempt_iterations", "max_continuation_steps")
+_NEWTON_SOLVE_OPTIONS = ("max_iterations", "tolerance", "verbose", "callback")
+_AUTO_ITERATOR_OPTIONS = ("thetaUM", "anderson_depth", "anderson_mixing", "compile")
+_AUTO_OPTIONS = (
+    *_HJB_OPTIONS,
+    "thetaUM",
+    "anderson_depth",
+    "anderson_mixing",
+    "compile",
+    *_NEWTON_OPTIONS,
+    "max_iterations",
+    "tolerance",
+    "equation_tolerance",
+    "newton_iterations",
+    "verbose",
+)
 
 
 def solve_mfg(
@@ -34,20 +50,32 @@ def solve_mfg(
     backend: str | BaseBackend | None = None,
     **options: Any,
 ) -> MFGResult:
-    """Solve an MFG problem with finite differences or particles for the FP equation.
+    """Solve an MFG problem: fixed point, Newton, or an automatic escalation.
 
     Parameters
     ----------
     problem : MFGProblem
-    method : {"fdm", "particle"}
-        The HJB equation is always solved by :class:`HJBFDMSolver`; the FP equation by
-        :class:`FPFDMSolver` ("fdm") or :class:`FPParticleSolver` ("particle").
+    method : {"fdm", "particle", "newton", "auto"}
+        "fdm" and "particle": the fixed point (:class:`FixedPointIterator`) of
+        :class:`HJBFDMSolver` and :class:`FPFDMSolver` ("fdm") or
+        :class:`FPParticleSolver` ("particle"). "newton": :class:`NewtonSolver` on the
+        same finite-difference system (its ``tolerance``, default 1e-8, is on the
+        discrete equation residual; options ``max_iterations``, ``tolerance``,
+        ``continuation``, ``attempt_iterations``, ``max_continuation_steps``,
+        ``verbose``, ``callback``). "auto": damped Picard, then safeguarded Anderson,
+        then Newton, until one converges (``tolerance`` on the fixed-point changes,
+        ``equation_tolerance``, default 1e-8, on the equations, ``max_iterations`` per
+        fixed-point stage, ``newton_iterations`` (50) for Newton); the result's
+        ``method`` and ``stages`` say which stage produced it and what each did
+        (:func:`mfg_pde._auto.solve_auto`).
     backend : str, BaseBackend or None
         None chooses automatically (torch > jax > numpy, ``$MFG_PDE_BACKEND`` overrides).
     **options
         ``max_iterations`` (100), ``tolerance`` (1e-6), ``thetaUM`` (0.5),
         ``use_anderson`` (False), ``anderson_depth`` (5), ``newton_tolerance``,
-        ``max_newton_iterations``, ``compile`` (True); for particles ``num_particles``,
+        ``max_newton_iterations``, ``compile`` (True), ``equation_tolerance`` (None),
+        ``adaptive_damping`` (False), ``anderson_mixing``, ``anderson_safeguard``,
+        ``anderson_restart``; for particles ``num_particles``,
         ``seed``, ``kde_method``, ``bandwidth``. ``verbose`` (False) shows a progress bar;
         ``callback(iteration, residuals)`` is called after every iteration and stops the
         solve by returning a true value (:meth:`FixedPointIterator.solve`).
@@ -56,7 +84,37 @@ def solve_mfg(
     -------
     MFGResult
     """
+    if method in ("newton", "auto"):
+        return _solve_newton_or_auto(problem, method, backend, options)
     return _iterator(problem, method, backend, options).solve(**_pick(options, _SOLVE_OPTIONS))
+
+
+def _solve_newton_or_auto(problem, method, backend, options):
+    from mfg_pde._auto import solve_auto
+    from mfg_pde.alg.numerical import NewtonSolver
+
+    allowed = _NEWTON_OPTIONS + _NEWTON_SOLVE_OPTIONS if method == "newton" else _AUTO_OPTIONS
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(unknown)} for method={method!r}; "
+            f"accepted: {', '.join(allowed)}"
+        )
+    b = create_backend(backend)
+    if method == "newton":
+        solver = NewtonSolver(problem, backend=b, **_pick(options, _NEWTON_OPTIONS))
+        return solver.solve(**_pick(options, _NEWTON_SOLVE_OPTIONS))
+    return solve_auto(
+        problem,
+        b,
+        hjb_options=_pick(options, _HJB_OPTIONS),
+        iterator_options=_pick(options, _AUTO_ITERATOR_OPTIONS),
+        newton_options=_pick(options, _NEWTON_OPTIONS),
+        **_pick(
+            options,
+            ("max_iterations", "tolerance", "equation_tolerance", "newton_iterations", "verbose"),
+        ),
+    )
 
 
 def _iterator(problem, method, backend, options):

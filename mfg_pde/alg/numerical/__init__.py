@@ -4,5 +4,6 @@ from mfg_pde.alg.numerical.fixed_point import FixedPointIterator
 from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
 from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
+from mfg_pde.alg.numerical.newton import NewtonSolver
 
-__all__ = ["FPFDMSolver", "FPParticleSolver", "FixedPointIterator", "HJBFDMSolver"]
+__all__ = ["FPFDMSolver", "FPParticleSolver", "FixedPointIterator", "HJBFDMSolver", "NewtonSolver"]

@@ -2,18 +2,21 @@
 
 Two exact routes (exact to rounding, not a finite difference):
 
-* JAX installed: forward-mode differentiation (``jax.jvp`` / ``jax.jacfwd``) of the
-  running cost evaluated with ``jax.numpy`` arrays, compiled once per cost structure.
-* otherwise, or when the cost cannot be traced by JAX: the complex step,
-  ``Im f(x, m + i h v, t) / h`` with ``h = 1e-30``, which has no cancellation error
-  for costs built from analytic operations. It is silently wrong for non-analytic ones
-  (``abs``, ``maximum``), so its first use on a problem is checked against a central
-  difference (agreement to ``FD_CHECK_RTOL`` relative is required, else ``TypeError``).
+* the complex step, ``Im f(x, m + i h v, t) / h`` with ``h = 1e-30``: no cancellation
+  error, no compilation, one cost evaluation per level. It is exact for costs built
+  from analytic operations and silently wrong for others (``abs``), so its first use
+  on a cost is checked against a central difference at ``m0`` (relative agreement to
+  ``FD_CHECK_RTOL`` required);
+* when that check fails or the cost rejects complex arrays: forward-mode
+  differentiation (``jax.jvp``) of the cost evaluated with ``jax.numpy`` arrays,
+  compiled once per cost (needs JAX: ``pip install "mfg_pde[jax]"``). If neither works
+  a ``TypeError`` says so.
 
 Locality is detected by probing: a local coupling ``f(x_i, m_i, t)`` has
 ``f'(m) v = diag(f'(m)) ⊙ v`` for every direction ``v``; then the Jacobian is the
 vector ``f'(m) 1`` per level. Otherwise the dense ``Nx x Nx`` Jacobian per level is
-formed (a nonlocal coupling, e.g. through ``(x * m).sum()``).
+formed, one directional derivative per column (a nonlocal coupling, e.g. through
+``(x * m).sum()``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from mfg_pde._problem import MFGProblem
 
 #: Relative agreement the complex step must show with a central difference on first use.
-FD_CHECK_RTOL = 1e-4
+FD_CHECK_RTOL = 1e-6
 #: Relative size of the off-diagonal response below which a coupling counts as local.
 LOCAL_RTOL = 1e-12
 
@@ -42,7 +45,7 @@ def coupling_jacobian(problem: MFGProblem, M: np.ndarray) -> np.ndarray:
     route = _route(problem)
     ones = np.ones_like(M)
     probe = np.random.default_rng(0).uniform(0.5, 1.5, size=M.shape)
-    jvp = _jvp_jax if route == "jax" else _jvp_complex
+    jvp = _jvp_complex if route == "complex" else _jvp_jax
     diag = jvp(problem, M, ones)
     response = jvp(problem, M, probe)
     scale = max(np.abs(diag).max(), 1e-300)
@@ -54,42 +57,37 @@ def coupling_jacobian(problem: MFGProblem, M: np.ndarray) -> np.ndarray:
 
 
 def _route(problem: MFGProblem) -> str:
-    """ "jax" or "complex": how this running cost is differentiated (decided once)."""
+    """ "complex" or "jax": how this running cost is differentiated (decided once)."""
     key = (problem.running_cost, problem.Nx, problem.Nt, tuple(problem.cost_parameters))
     if key in _checked:
         return _checked[key]
     M = np.broadcast_to(problem.m0, (problem.Nt, problem.Nx)) + 0.0
     direction = np.random.default_rng(1).uniform(0.5, 1.5, size=M.shape)
-    route, err_jax = "complex", None
+    h = 1e-6 * max(np.abs(M).max(), 1.0)
+    fd = (_costs(problem, M + h * direction) - _costs(problem, M - h * direction)) / (2 * h)
+    problems = []
+    try:
+        cs = _jvp_complex(problem, M, direction)
+        if np.abs(cs - fd).max() <= FD_CHECK_RTOL * max(np.abs(fd).max(), 1.0):
+            _checked[key] = "complex"
+            return "complex"
+        problems.append("its complex step disagrees with a finite difference (abs? maximum?)")
+    except Exception as err:
+        problems.append(f"it does not accept complex arrays ({type(err).__name__}: {err})")
     try:
         from mfg_pde.backends import create_backend
 
         create_backend("jax")  # enables float64 in JAX
         _jvp_jax(problem, M, direction)
-        route = "jax"
-    except ImportError:
-        pass
-    except Exception as err:  # not traceable by JAX: try the complex step
-        err_jax = err
-    if route == "complex":
-        try:
-            cs = _jvp_complex(problem, M, direction)
-        except Exception as err:
-            raise TypeError(
-                "the Newton solver needs ∂f/∂m: the running cost could not be "
-                f"differentiated with JAX ({err_jax}) nor evaluated on complex arrays "
-                f"({err}); write it with array arithmetic"
-            ) from err
-        h = 1e-6 * max(np.abs(M).max(), 1.0)
-        fd = (_costs(problem, M + h * direction) - _costs(problem, M - h * direction)) / (2 * h)
-        if np.abs(cs - fd).max() > FD_CHECK_RTOL * max(np.abs(fd).max(), 1.0):
-            raise TypeError(
-                "the complex-step derivative of the running cost disagrees with a finite "
-                "difference (a non-analytic operation such as abs or maximum?); install "
-                'JAX (pip install "mfg_pde[jax]") so the Newton solver can differentiate it'
-            )
-    _checked[key] = route
-    return route
+    except Exception as err:
+        problems.append(f"JAX could not differentiate it ({type(err).__name__}: {err})")
+        raise TypeError(
+            "the Newton solver needs the derivative of the running cost in m, but "
+            + "; ".join(problems)
+            + '. Write it with array arithmetic (and pip install "mfg_pde[jax]")'
+        ) from err
+    _checked[key] = "jax"
+    return "jax"
 
 
 def _costs(problem: MFGProblem, M: np.ndarray) -> np.ndarray:

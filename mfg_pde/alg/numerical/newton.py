@@ -20,6 +20,10 @@ from mfg_pde.utils.progress import Callback, Progress
 
 #: Armijo constant of the backtracking line search on ``||R||_2``.
 ARMIJO = 1e-4
+#: SuperLU's column ordering: on the space-time Jacobian (Nx = 101, Nt = 50, 2-core
+#: CPU) MMD on AᵀA factorised in 40-55 ms with 1.0e6 nonzeros in L + U, against 60-110 ms
+#: and 1.2e6 for COLAMD (SuperLU's default) and 16 s for MMD on Aᵀ + A.
+COLUMN_ORDERING = "MMD_ATA"
 #: Step halvings before the line search gives up (smallest step 2**-12).
 MAX_HALVINGS = 12
 
@@ -52,13 +56,14 @@ class NewtonSolver:
 
     The linear system (block tridiagonal in time, tridiagonal blocks in x, unknowns
     ordered level by level ``[U^n, M^{n+1}]``) is factorised by SuperLU
-    (:func:`scipy.sparse.linalg.splu`). Globalisation: a backtracking (Armijo) line
-    search on ``||(F, G)||_2``. When it stalls, or an attempt does not converge within
-    ``attempt_iterations``, the solver continues in the coupling strength: it solves
-    ``f_s(x, m, t) = f(x, m_ref + s (m - m_ref), t)`` for ``s`` rising from 0 (where
-    the system decouples and one HJB and one FP march solve it, ``m_ref`` being the
-    initial guess's density) to 1, halving the step in ``s`` after a failure and
-    doubling it after a success. ``result.stages`` lists the steps taken.
+    (:func:`scipy.sparse.linalg.splu`, column ordering :data:`COLUMN_ORDERING`).
+    Globalisation: a backtracking (Armijo) line search on ``||(F, G)||_2``. When it
+    stalls, or an attempt does not converge within ``attempt_iterations``, the solver
+    continues in the coupling strength: it solves ``f_s(x, m, t) = f(x, m_ref + s (m -
+    m_ref), t)`` for ``s`` rising from 0 (where the system decouples and one HJB and one
+    FP march solve it, ``m_ref`` being the initial guess's density) to 1, halving the
+    step in ``s`` after a failure and doubling it after a success. ``result.stages``
+    lists the steps taken.
 
     Where it runs: the Newton iteration itself (residuals, Jacobian, sparse LU) runs on
     the host with NumPy/SciPy for every backend; the backend given computes the
@@ -221,9 +226,9 @@ class NewtonSolver:
             ``residuals``: per Newton iteration, ``"U"`` and ``"M"`` (relative L2 size of
             the step taken) and ``"hjb"``, ``"fp"`` (equation residuals after it, of the
             problem being solved at that iteration: see ``stages``). ``stages``: one
-            entry per attempt, with the coupling strength ``s``, iterations, outcome
-            and residual histories. ``converged`` means the full problem's equations
-            hold to ``tolerance``.
+            entry per attempt, with the coupling strength ``s``, iterations, outcome,
+            residual histories and the line search's step lengths. ``converged``
+            means the full problem's equations hold to ``tolerance``.
         """
         if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
             raise TypeError(f"max_iterations must be an int, got {max_iterations!r}")
@@ -264,6 +269,7 @@ class NewtonSolver:
                     "reason": out["reason"],
                     "hjb": out["hjb"],
                     "fp": out["fp"],
+                    "step_lengths": out["steps"],
                 }
             )
             return out
@@ -354,7 +360,7 @@ class NewtonSolver:
 
         F, G = self.residual(U, M, s, M_ref)
         norm = np.linalg.norm(packed(F, G))
-        hjb, fp = [], []
+        hjb, fp, steps = [], [], []
         reason, stopped, finite = "", False, bool(np.isfinite(norm))
         k = 0
         while True:
@@ -365,7 +371,7 @@ class NewtonSolver:
             if rh <= tolerance and rf <= tolerance:
                 return {
                     "U": U, "M": M, "converged": True, "iterations": k, "reason": "converged",
-                    "hjb": hjb, "fp": fp, "stopped": False, "finite": True,
+                    "hjb": hjb, "fp": fp, "steps": steps, "stopped": False, "finite": True,
                 }  # fmt: skip
             if k >= limit:
                 reason = f"{limit} Newton iterations at s={s:g} left residuals HJB {rh:.2e}, "
@@ -376,7 +382,7 @@ class NewtonSolver:
             timings["jacobian"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             try:
-                step = spla.splu(J).solve(-packed(F, G))
+                step = spla.splu(J, permc_spec=COLUMN_ORDERING).solve(-packed(F, G))
             except RuntimeError as err:  # exactly singular factor
                 reason = f"singular Jacobian at s={s:g} ({err})"
                 break
@@ -406,12 +412,13 @@ class NewtonSolver:
             history["fp"].append(rf)
             hjb.append(rh)
             fp.append(rf)
+            steps.append(alpha)
             if progress.active and progress.update(len(history["hjb"]), {"hjb": rh, "fp": rf}):
                 reason, stopped = progress.stop_reason, True
                 break
         return {
             "U": U, "M": M, "converged": False, "iterations": k, "reason": reason,
-            "hjb": hjb, "fp": fp, "stopped": stopped, "finite": finite,
+            "hjb": hjb, "fp": fp, "steps": steps, "stopped": stopped, "finite": finite,
         }  # fmt: skip
 
 
