@@ -32,8 +32,8 @@ def solve_auto(
     1. damped Picard (``thetaUM``, default 0.5), ``max_iterations`` iterations;
     2. Anderson with adaptive mixing and the residual-jump safeguard
        (:data:`ANDERSON_STAGE`), ``max_iterations`` iterations, from scratch;
-    3. :class:`~mfg_pde.alg.numerical.NewtonSolver` (line search, continuation in the
-       coupling) for at most ``newton_iterations`` Newton steps, from the fixed-point
+    3. :class:`~mfg_pde.alg.numerical.NewtonSolver` (line search, continuation in σ)
+       for at most ``newton_iterations`` Newton steps, from the fixed-point
        iterate with the smallest equation residual.
 
     A fixed-point stage succeeds when the relative changes are below ``tolerance`` and

@@ -141,7 +141,7 @@ class MFGResult:
             )
         for stage in self.stages:
             name = stage.get("stage", "?")
-            extra = f" s={stage['coupling']:.3g}" if "coupling" in stage else ""
+            extra = f" sigma={stage['sigma']:.3g}" if "sigma" in stage else ""
             outcome = "converged" if stage.get("converged") else "failed"
             lines.append(
                 f"  stage      {name}{extra}: {outcome} in {stage.get('iterations', 0)} "

@@ -24,6 +24,10 @@ ARMIJO = 1e-4
 #: CPU) MMD on AᵀA factorised in 40-55 ms with 1.0e6 nonzeros in L + U, against 60-110 ms
 #: and 1.2e6 for COLAMD (SuperLU's default) and 16 s for MMD on Aᵀ + A.
 COLUMN_ORDERING = "MMD_ATA"
+#: Continuation in σ starts at twice the problem's σ (doubling up to
+#: CONTINUATION_DOUBLINGS times until Newton converges there), or, for σ = 0, at
+#: CONTINUATION_START_SIGMA times the length of the domain.
+CONTINUATION_DOUBLINGS, CONTINUATION_START_SIGMA = 4, 0.05
 #: Step halvings before the line search gives up (smallest step 2**-12).
 MAX_HALVINGS = 12
 
@@ -59,11 +63,15 @@ class NewtonSolver:
     (:func:`scipy.sparse.linalg.splu`, column ordering :data:`COLUMN_ORDERING`).
     Globalisation: a backtracking (Armijo) line search on ``||(F, G)||_2``. When it
     stalls, or an attempt does not converge within ``attempt_iterations``, the solver
-    continues in the coupling strength: it solves ``f_s(x, m, t) = f(x, m_ref + s (m -
-    m_ref), t)`` for ``s`` rising from 0 (where the system decouples and one HJB and one
-    FP march solve it, ``m_ref`` being the initial guess's density) to 1, halving the
-    step in ``s`` after a failure and doubling it after a success. ``result.stages``
-    lists the steps taken.
+    continues in the diffusion: it solves the problem at a larger σ (twice the
+    problem's, doubled until Newton converges there from the default start, at most
+    :data:`CONTINUATION_DOUBLINGS` times) and walks σ back down to the problem's along a
+    geometric path, each step starting from the last solution, halving the step after a
+    failure and doubling it after a success. More diffusion smooths the density and the
+    value function, which is what makes the upwind system easy for Newton. (Continuation
+    in the coupling strength was tried first and rejected: on congestion problems a
+    weaker coupling concentrates the density and is harder, not easier.)
+    ``result.stages`` lists the steps taken, with their σ.
 
     Where it runs: the Newton iteration itself (residuals, Jacobian, sparse LU) runs on
     the host with NumPy/SciPy for every backend; the backend given computes the
@@ -75,7 +83,7 @@ class NewtonSolver:
     backend : str, BaseBackend or None
         Runs the initial marches; None chooses automatically.
     continuation : bool
-        Continue in the coupling strength when Newton from the initial guess fails.
+        Continue in σ when Newton from the initial guess fails.
     attempt_iterations : int
         Newton iterations one attempt (the full problem, or one continuation step) may
         take before it counts as failed.
@@ -115,15 +123,11 @@ class NewtonSolver:
         return f"NewtonSolver[{self.backend.name}]"
 
     # -- the discrete system ------------------------------------------------------------
-    def residual(self, U: np.ndarray, M: np.ndarray, s: float = 1.0, M_ref=None):
-        """``(F, G)`` of the system with coupling ``f_s`` (``s = 1``: the problem's)."""
-        if s == 1.0 or M_ref is None:
-            return self._residual(self._arrays, U, M)
-        F, _ = self._residual(self._arrays, U, M_ref + s * (M - M_ref))
-        _, G = self._residual(self._arrays, U, M)
-        return F, G
+    def residual(self, U: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(F, G)``, each ``(Nt, Nx)``: the discrete HJB and FP equations at ``(U, M)``."""
+        return self._residual(self._arrays, U, M)
 
-    def jacobian(self, U: np.ndarray, M: np.ndarray, s: float = 1.0, M_ref=None) -> sp.csc_matrix:
+    def jacobian(self, U: np.ndarray, M: np.ndarray) -> sp.csc_matrix:
         """The sparse Jacobian of ``(F, G)`` in the level-by-level ordering (see class)."""
         p = self.problem
         Nt, Nx = p.Nt, p.Nx
@@ -164,13 +168,12 @@ class NewtonSolver:
         # dF_n/dU^{n+1} = -I/dt (U^{Nt} = g is fixed) and dG_n/dM^n = -I/dt (M^0 fixed).
         add(F_row[:-1], index(levels[1:], 0, nodes), -1.0 / c.dt)
         add(G_row[1:], index(levels[:-1], 1, nodes), -1.0 / c.dt)
-        # dF_n/dM^{n+1} = -s f'(M_ref + s (M - M_ref)).
-        M_eff = M if (s == 1.0 or M_ref is None) else M_ref + s * (M - M_ref)
-        df = coupling_jacobian(p, M_eff[1:])
+        # dF_n/dM^{n+1} = -∂f/∂m at M^{n+1}.
+        df = coupling_jacobian(p, M[1:])
         if df.ndim == 2:  # local coupling: diagonal blocks
-            add(F_row, index(levels, 1, nodes), -s * df)
+            add(F_row, index(levels, 1, nodes), -df)
         else:
-            add(F_row[:, :, None], index(levels, 1, nodes)[:, None, :], -s * df)
+            add(F_row[:, :, None], index(levels, 1, nodes)[:, None, :], -df)
         # dG_n/dU^n: edge e joins nodes e-1 and e (slope d[e]); its weight is
         # (M_{e-1} 1[d_e < 0] + M_e 1[d_e > 0]) / (λ dx²). Edge Nx wraps (periodic) or
         # is the ghost edge of a no-flux wall (slope 0, weight 0).
@@ -226,7 +229,7 @@ class NewtonSolver:
             ``residuals``: per Newton iteration, ``"U"`` and ``"M"`` (relative L2 size of
             the step taken) and ``"hjb"``, ``"fp"`` (equation residuals after it, of the
             problem being solved at that iteration: see ``stages``). ``stages``: one
-            entry per attempt, with the coupling strength ``s``, iterations, outcome,
+            entry per attempt, with its ``sigma``, iterations, outcome,
             residual histories and the line search's step lengths. ``converged``
             means the full problem's equations hold to ``tolerance``.
         """
@@ -241,15 +244,13 @@ class NewtonSolver:
         timings: dict[str, float] = {"initial": 0.0, "jacobian": 0.0, "linear_solve": 0.0}
         t0 = time.perf_counter()
         if initial is None:
-            M_ref = np.broadcast_to(p.m0, p.shape).copy()
-            U, M = self._picard_pass(M_ref)
+            U, M = self._picard_pass()
         else:
             U, M = (np.array(self.backend.to_numpy(self.backend.array(v)), float) for v in initial)
             for name, v in (("U", U), ("M", M)):
                 if v.shape != p.shape:
                     raise ValueError(f"initial {name} must have shape {p.shape}, got {v.shape}")
             U[-1], M[0] = p.g, p.m0
-            M_ref = M.copy()
         timings["initial"] = time.perf_counter() - t0
 
         history = {"U": [], "M": [], "hjb": [], "fp": []}
@@ -257,13 +258,14 @@ class NewtonSolver:
         progress = Progress(max_iterations, verbose, callback, description=self.name)
         budget = [max_iterations]
 
-        def attempt(U, M, s, limit):
-            out = self._newton(U, M, s, M_ref, tolerance, limit, history, timings, progress)
+        def attempt(solver, U, M):
+            limit = min(self.attempt_iterations, budget[0])
+            out = solver._newton(U, M, tolerance, limit, history, timings, progress)
             budget[0] -= out["iterations"]
             stages.append(
                 {
                     "stage": "newton",
-                    "coupling": s,
+                    "sigma": solver.problem.sigma,
                     "iterations": out["iterations"],
                     "converged": out["converged"],
                     "reason": out["reason"],
@@ -275,24 +277,24 @@ class NewtonSolver:
             return out
 
         try:
-            out = attempt(U, M, 1.0, min(self.attempt_iterations, budget[0]))
-            if not out["converged"] and out["finite"]:
-                U, M = out["U"], out["M"]  # the best point of the failed attempt
+            out = attempt(self, U, M)
             if not out["converged"] and self.continuation and not out["stopped"]:
-                out = self._continue(M_ref, attempt, budget, out)
+                out = self._continue(attempt, budget, out)
         finally:
             progress.close()
+        U, M = out["U"], out["M"]
+        steps = len(stages) - 1
         if out["converged"]:
-            U, M = out["U"], out["M"]
             reason = f"discrete equation residuals below tolerance={tolerance:g}"
-            if len(stages) > 1:
-                reason += f" after continuation in the coupling ({len(stages) - 1} steps)"
+            if steps:
+                reason += f" after continuation in sigma ({steps} steps, from "
+                reason += f"sigma={max(g['sigma'] for g in stages[1:]):.3g})"
         else:
-            U, M = out["U"], out["M"]
             reason = "Newton did not converge: " + out["reason"]
-            if len(stages) > 1:
-                reached = max([0.0] + [g["coupling"] for g in stages[1:] if g["converged"]])
-                reason += f" (continuation tried {len(stages) - 1} steps, reached s={reached:.3g})"
+            if steps:
+                done = [g["sigma"] for g in stages[1:] if g["converged"]]
+                reached = f"reached sigma={min(done):.3g}" if done else "no sigma solved"
+                reason += f" (continuation in sigma tried {steps} steps, {reached})"
         timings["total"] = time.perf_counter() - start
         return MFGResult(
             U=U,
@@ -315,42 +317,65 @@ class NewtonSolver:
             stages=stages,
         )
 
-    def _picard_pass(self, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``U = HJB(M)``, ``M = FP(U)`` with the FDM marches on the solver's backend."""
+    def _picard_pass(self) -> tuple[np.ndarray, np.ndarray]:
+        """``U = HJB(m0 frozen in time)``, ``M = FP(U)``: the default starting point,
+        computed by the FDM marches on the solver's backend."""
         from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
         from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
 
-        U = HJBFDMSolver(self.problem, self.backend).solve(M)
+        U = HJBFDMSolver(self.problem, self.backend).solve()
         return U, FPFDMSolver(self.problem, self.backend).solve(U)
 
-    def _continue(self, M_ref, attempt, budget, failed) -> dict:
-        """Continuation in the coupling strength from s = 0 (see the class docstring)."""
-        U, M = self._picard_pass(M_ref)  # solves the s = 0 system exactly
-        s_done, ds, out = 0.0, 0.5, failed
-        for _ in range(self.max_continuation_steps):
+    def _at_sigma(self, sigma: float) -> NewtonSolver:
+        return NewtonSolver(self.problem.replace(sigma=sigma), self.backend, continuation=False)
+
+    def _continue(self, attempt, budget, failed) -> dict:
+        """Continuation in σ (see the class docstring); returns the last attempt's outcome
+        (on failure with the last solved point of the path)."""
+        target = self.problem.sigma
+        high = 2.0 * target if target > 0 else CONTINUATION_START_SIGMA * self.problem.length
+        out, steps = failed, self.max_continuation_steps
+        for _ in range(CONTINUATION_DOUBLINGS):  # find a σ where Newton converges
+            if budget[0] <= 0 or steps <= 0:
+                return {**out, "reason": out["reason"] + "; Newton iteration budget spent"}
+            easy = self._at_sigma(high)
+            out, steps = attempt(easy, *easy._picard_pass()), steps - 1
+            if out["stopped"]:
+                return out
+            if out["converged"]:
+                break
+            high *= 2.0
+        else:
+            return {**out, "reason": out["reason"] + "; no larger sigma was easy either"}
+
+        def sigma_at(t: float) -> float:  # geometric from high to target (linear to 0)
+            return high ** (1 - t) * target**t if target > 0 else high * (1 - t)
+
+        U, M, t_done, dt = out["U"], out["M"], 0.0, 0.5
+        while steps > 0:
             if budget[0] <= 0:
                 out = {**out, "reason": out["reason"] + "; Newton iteration budget spent"}
                 break
-            s = min(1.0, s_done + ds)
-            out = attempt(U, M, s, min(self.attempt_iterations, budget[0]))
+            t = min(1.0, t_done + dt)
+            out, steps = attempt(self if t == 1.0 else self._at_sigma(sigma_at(t)), U, M), steps - 1
             if out["stopped"]:
                 break
             if out["converged"]:
-                U, M, s_done = out["U"], out["M"], s
-                if s_done == 1.0:
+                U, M, t_done = out["U"], out["M"], t
+                if t == 1.0:
                     return out
-                ds = min(2.0 * ds, 1.0 - s_done)
+                dt = min(2.0 * dt, 1.0 - t_done)
             else:
-                ds *= 0.5
-                if ds < 1e-3:
+                dt *= 0.5
+                if dt < 1e-3:
                     out = {**out, "reason": out["reason"] + "; continuation step below 1e-3"}
                     break
-        if not out["converged"]:
-            out = {**out, "U": U, "M": M} if s_done < 1.0 else out
-        return out
+        else:
+            out = {**out, "reason": out["reason"] + "; max_continuation_steps reached"}
+        return {**out, "U": U, "M": M}
 
-    def _newton(self, U, M, s, M_ref, tolerance, limit, history, timings, progress) -> dict:
-        """Damped Newton on the system with coupling ``f_s``; at most ``limit`` steps."""
+    def _newton(self, U, M, tolerance, limit, history, timings, progress) -> dict:
+        """Damped Newton on this solver's problem; at most ``limit`` steps."""
         p = self.problem
         Nt, Nx = p.Nt, p.Nx
         U, M = U.copy(), M.copy()
@@ -358,7 +383,7 @@ class NewtonSolver:
         def packed(F, G):
             return np.stack([F, G], axis=1).ravel()
 
-        F, G = self.residual(U, M, s, M_ref)
+        F, G = self.residual(U, M)
         norm = np.linalg.norm(packed(F, G))
         hjb, fp, steps = [], [], []
         reason, stopped, finite = "", False, bool(np.isfinite(norm))
@@ -374,17 +399,19 @@ class NewtonSolver:
                     "hjb": hjb, "fp": fp, "steps": steps, "stopped": False, "finite": True,
                 }  # fmt: skip
             if k >= limit:
-                reason = f"{limit} Newton iterations at s={s:g} left residuals HJB {rh:.2e}, "
+                reason = (
+                    f"{limit} Newton iterations at sigma={p.sigma:g} left residuals HJB {rh:.2e}, "
+                )
                 reason += f"FP {rf:.2e}"
                 break
             t0 = time.perf_counter()
-            J = self.jacobian(U, M, s, M_ref)
+            J = self.jacobian(U, M)
             timings["jacobian"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             try:
                 step = spla.splu(J, permc_spec=COLUMN_ORDERING).solve(-packed(F, G))
             except RuntimeError as err:  # exactly singular factor
-                reason = f"singular Jacobian at s={s:g} ({err})"
+                reason = f"singular Jacobian at sigma={p.sigma:g} ({err})"
                 break
             timings["linear_solve"] += time.perf_counter() - t0
             step = step.reshape(Nt, 2, Nx)
@@ -393,7 +420,7 @@ class NewtonSolver:
             alpha, accepted = 1.0, False
             for _ in range(MAX_HALVINGS + 1):
                 U_try, M_try = U + alpha * dU, M + alpha * dM
-                F_try, G_try = self.residual(U_try, M_try, s, M_ref)
+                F_try, G_try = self.residual(U_try, M_try)
                 norm_try = np.linalg.norm(packed(F_try, G_try))
                 if np.isfinite(norm_try) and norm_try <= (1.0 - ARMIJO * alpha) * norm:
                     accepted = True
@@ -401,7 +428,7 @@ class NewtonSolver:
                 alpha *= 0.5
             k += 1
             if not accepted:
-                reason = f"line search stalled at s={s:g} (no decrease down to step 2^-"
+                reason = f"line search stalled at sigma={p.sigma:g} (no decrease down to step 2^-"
                 reason += f"{MAX_HALVINGS}; residual norm {norm:.2e})"
                 break
             history["U"].append(alpha * _ratio(dU, U_try))
