@@ -73,6 +73,13 @@ class NewtonSolver:
     weaker coupling concentrates the density and is harder, not easier.)
     ``result.stages`` lists the steps taken, with their σ.
 
+    Limits: Newton converges from far only where the problem is well conditioned. On
+    the attractive hello example (f = -0.5 m, a density concentrating into a spike) the
+    Newton direction from the default start changes M by ~100 for a residual of ~100,
+    the line search stalls and continuation in σ fails too; damped Picard converges
+    there, and Newton from a Picard iterate with equation residual 0.2 converges in 3
+    steps. ``solve_mfg(method="auto")`` orders the methods that way.
+
     Where it runs: the Newton iteration itself (residuals, Jacobian, sparse LU) runs on
     the host with NumPy/SciPy for every backend; the backend given computes the
     initial guess (an HJB and an FP march) and the arrays are converted in and out.
@@ -279,7 +286,10 @@ class NewtonSolver:
         try:
             out = attempt(self, U, M)
             if not out["converged"] and self.continuation and not out["stopped"]:
+                first = out
                 out = self._continue(attempt, budget, out)
+                if not out["converged"]:  # answer with an iterate of this problem's σ
+                    out = {**out, "U": first["U"], "M": first["M"]}
         finally:
             progress.close()
         U, M = out["U"], out["M"]
@@ -372,7 +382,7 @@ class NewtonSolver:
                     break
         else:
             out = {**out, "reason": out["reason"] + "; max_continuation_steps reached"}
-        return {**out, "U": U, "M": M}
+        return out
 
     def _newton(self, U, M, tolerance, limit, history, timings, progress) -> dict:
         """Damped Newton on this solver's problem; at most ``limit`` steps."""
