@@ -255,9 +255,9 @@ def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
             arrays["cost"][name] = b.from_numpy(values[name])
             axes["cost"][name] = 0
     key = ("batch", id(program), tuple(sorted(values)), max_iterations)
-    batched, new = compiled_program(b, key, lambda: jax.vmap(program, in_axes=(axes, None)))
+    batched, new = compiled_program(b, key, lambda: jax.vmap(program, in_axes=(axes, None, None)))
     start = time.perf_counter()
-    state = batched(arrays, float(tolerance))
+    state = batched(arrays, float(tolerance), math.inf)
     b.to_numpy(state.k)
     if new:  # the first call compiled the vmapped program
         compile_seconds += time.perf_counter() - start

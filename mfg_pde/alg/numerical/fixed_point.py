@@ -457,8 +457,8 @@ class FixedPointIterator:
         return state, compile_seconds
 
     def program(self, max_iterations: int) -> tuple[Any, float]:
-        """The compiled ``(arrays, tolerance, equation_tolerance=inf) -> IterationState``
-        and its compile time.
+        """The compiled ``(arrays, tolerance, equation_tolerance) -> IterationState`` and
+        its compile time (``equation_tolerance = inf`` turns that criterion off).
 
         The program is shared by every iterator with the same structure (see
         :func:`~mfg_pde.alg.numerical._base.compiled_program`): the compile time is 0
@@ -490,9 +490,7 @@ class FixedPointIterator:
                 b, hjb_march, make_fp_march(b, periodic), residual, max_iterations
             )
 
-            def run(
-                arrays: dict, tolerance: Any, equation_tolerance: Any = math.inf
-            ) -> IterationState:
+            def run(arrays: dict, tolerance: Any, equation_tolerance: Any) -> IterationState:
                 state = self._initial_state(b, arrays, max_iterations)
                 return b.while_loop(
                     lambda s: (s.k < max_iterations) & (s.status == RUNNING),
@@ -508,7 +506,7 @@ class FixedPointIterator:
         # Compile now, with a run that stops after one iteration (tolerance inf), so that
         # compiling and solving are timed apart; that iteration's time is in the figure.
         start = time.perf_counter()
-        b.to_numpy(program(self.hjb_solver.problem_arrays(), float("inf")).k)
+        b.to_numpy(program(self.hjb_solver.problem_arrays(), math.inf, math.inf).k)
         return program, time.perf_counter() - start
 
     def _solve_on_host(self, max_iterations, tolerances, timings, eager, progress):
