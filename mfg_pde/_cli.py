@@ -104,7 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"array library (default: automatic, {' > '.join(AUTO_ORDER)}, or ${ENV_VAR})",
     )
-    solve.add_argument("--method", choices=METHODS, default="fdm", help="FP solver (default: fdm)")
+    solve.add_argument(
+        "--method",
+        choices=METHODS,
+        default="fdm",
+        help="fdm or particle (the FP solver of the fixed point), newton, or auto "
+        "(Picard, then safeguarded Anderson, then Newton) (default: fdm)",
+    )
     solve.add_argument("--Nx", type=_positive_int(3), help="grid points (default: 101)")
     solve.add_argument("--Nt", type=_positive_int(1), help="time steps (default: 50)")
     solve.add_argument(
@@ -193,6 +199,10 @@ def _solve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         "use_anderson": args.anderson,
         "verbose": args.verbose,
     }
+    if args.method == "newton":  # its tolerance is on the equations; no damping
+        options = {k: options[k] for k in ("max_iterations", "tolerance", "verbose")}
+    elif args.method == "auto":
+        options.pop("use_anderson")
     if args.method == "particle":
         options.update(
             {

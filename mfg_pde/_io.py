@@ -32,6 +32,8 @@ _JSON_FIELDS = (
     "problem",
     "warnings",
     "metadata",
+    "method",
+    "stages",
 )
 _RESIDUAL_PREFIX = "residual_"
 _SUFFIXES = {".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5"}
@@ -125,7 +127,7 @@ def load(path: str | os.PathLike) -> MFGResult:
     return MFGResult(
         **{name: arrays[name] for name in _ARRAYS},
         residuals=residuals,
-        **{name: meta[name] for name in _JSON_FIELDS},
+        **{name: meta[name] for name in _JSON_FIELDS if name in meta},
     )
 
 

@@ -47,7 +47,11 @@ def plot_result(
         ax_r.legend()
     else:
         ax_r.text(0.5, 0.5, "no iterations", ha="center", va="center", transform=ax_r.transAxes)
-    ax_r.set(xlabel="iteration", ylabel="relative L2 change", title="Fixed-point residuals")
+    ax_r.set(
+        xlabel="iteration",
+        ylabel="U, M: relative change; hjb, fp: equations",
+        title="Residuals",
+    )
 
     status = "converged" if result.converged else "NOT converged"
     total = result.timings.get("total", float("nan"))

@@ -30,9 +30,13 @@ class MFGResult:
         Whether both residuals fell below the tolerance.
     iterations : int
         Fixed-point iterations performed.
-    residuals : dict {"U": array, "M": array}
-        Per iteration, the relative L2 change ``||G(x_k) - x_k|| / ||G(x_k)||`` of U and M
-        (the fixed-point residual of the undamped map, independent of the damping).
+    residuals : dict {"U": array, "M": array, "hjb": array, "fp": array}
+        Per iteration: ``"U"``, ``"M"``, the relative L2 change of U and M (for the fixed
+        point ``||G(x_k) - x_k|| / ||G(x_k)||``, the residual of the undamped map,
+        independent of the damping; for Newton the relative size of the step);
+        ``"hjb"``, ``"fp"``, the residuals of the discrete equations themselves,
+        ``max |F|`` and ``max |G|`` (:mod:`mfg_pde.alg.numerical._residual`), of the
+        pair the iteration produced (for the fixed point, the undamped ``G(x_k)``).
     reason : str
         Why the iteration stopped, in words.
     backend, device : str
@@ -48,6 +52,15 @@ class MFGResult:
         are not part of the result; ``m0`` and ``g`` on the grid are ``M[0]`` and ``U[-1]``).
     warnings : list of str
         What the solver warned about during the solve.
+    method : str
+        The method that produced ``U`` and ``M``: ``"picard"``, ``"anderson"`` or
+        ``"newton"`` (with ``solve_mfg(method="auto")``, the stage that succeeded or,
+        when none did, the last one).
+    stages : list of dict
+        How the answer was reached, one entry per stage: the stages of
+        ``method="auto"`` (each with its method, iterations, outcome, reason and
+        residual histories) or the continuation steps of the Newton solver (the
+        coupling strength ``s`` of each). Empty for a plain fixed-point solve.
     metadata : dict
         Provenance: versions of mfg_pde, Python, NumPy and the backend's library, filled
         in when the result is created and kept by :meth:`save` / :func:`mfg_pde.load`.
@@ -70,6 +83,8 @@ class MFGResult:
     problem: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    method: str = ""
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for key, value in _provenance(self.backend).items():
@@ -122,7 +137,15 @@ class MFGResult:
             lines.append(
                 "  residuals  last "
                 + ", ".join(f"{k} {v[-1]:.3e}" for k, v in r.items())
-                + " (relative L2 change of the undamped map)"
+                + " (U, M: relative L2 change; hjb, fp: max discrete equation residual)"
+            )
+        for stage in self.stages:
+            name = stage.get("stage", "?")
+            extra = f" sigma={stage['sigma']:.3g}" if "sigma" in stage else ""
+            outcome = "converged" if stage.get("converged") else "failed"
+            lines.append(
+                f"  stage      {name}{extra}: {outcome} in {stage.get('iterations', 0)} "
+                f"iterations ({stage.get('reason', '')})"
             )
         if self.timings:
             parts = [f"{k} {v:.3g} s" for k, v in self.timings.items() if k != "total"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -11,11 +12,36 @@ from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
 from mfg_pde.backends import BaseBackend, create_backend
 
-METHODS = ("fdm", "particle")
+METHODS = ("fdm", "particle", "newton", "auto")
 _PARTICLE_OPTIONS = ("num_particles", "seed", "kde_method", "bandwidth", "strategy")
 _HJB_OPTIONS = ("newton_tolerance", "max_newton_iterations")
-_ITERATOR_OPTIONS = ("thetaUM", "use_anderson", "anderson_depth", "compile")
-_SOLVE_OPTIONS = ("max_iterations", "tolerance", "verbose", "callback")
+_ITERATOR_OPTIONS = (
+    "thetaUM",
+    "use_anderson",
+    "anderson_depth",
+    "compile",
+    "adaptive_damping",
+    "anderson_mixing",
+    "anderson_safeguard",
+    "anderson_restart",
+)
+_SOLVE_OPTIONS = ("max_iterations", "tolerance", "equation_tolerance", "verbose", "callback")
+_NEWTON_OPTIONS = ("continuation", "attempt_iterations", "max_continuation_steps")
+_NEWTON_SOLVE_OPTIONS = ("max_iterations", "tolerance", "verbose", "callback")
+_AUTO_ITERATOR_OPTIONS = ("thetaUM", "anderson_depth", "anderson_mixing", "compile")
+_AUTO_OPTIONS = (
+    *_HJB_OPTIONS,
+    "thetaUM",
+    "anderson_depth",
+    "anderson_mixing",
+    "compile",
+    *_NEWTON_OPTIONS,
+    "max_iterations",
+    "tolerance",
+    "equation_tolerance",
+    "newton_iterations",
+    "verbose",
+)
 
 
 def solve_mfg(
@@ -24,29 +50,71 @@ def solve_mfg(
     backend: str | BaseBackend | None = None,
     **options: Any,
 ) -> MFGResult:
-    """Solve an MFG problem with finite differences or particles for the FP equation.
+    """Solve an MFG problem: fixed point, Newton, or an automatic escalation.
 
     Parameters
     ----------
     problem : MFGProblem
-    method : {"fdm", "particle"}
-        The HJB equation is always solved by :class:`HJBFDMSolver`; the FP equation by
-        :class:`FPFDMSolver` ("fdm") or :class:`FPParticleSolver` ("particle").
+    method : {"fdm", "particle", "newton", "auto"}
+        "fdm" and "particle": the fixed point (:class:`FixedPointIterator`) of
+        :class:`HJBFDMSolver` and :class:`FPFDMSolver` ("fdm") or
+        :class:`FPParticleSolver` ("particle"). "newton": :class:`NewtonSolver` on the
+        same finite-difference system (its ``tolerance``, default 1e-8, is on the
+        discrete equation residual; options ``max_iterations``, ``tolerance``,
+        ``continuation``, ``attempt_iterations``, ``max_continuation_steps``,
+        ``verbose``, ``callback``). "auto": damped Picard, then safeguarded Anderson,
+        then Newton, until one converges (``tolerance`` on the fixed-point changes,
+        ``equation_tolerance``, default 1e-8, on the equations, ``max_iterations`` per
+        fixed-point stage, ``newton_iterations`` (50) for Newton); the result's
+        ``method`` and ``stages`` say which stage produced it and what each did
+        (:func:`mfg_pde._auto.solve_auto`).
     backend : str, BaseBackend or None
         None chooses automatically (torch > jax > numpy, ``$MFG_PDE_BACKEND`` overrides).
     **options
         ``max_iterations`` (100), ``tolerance`` (1e-6), ``thetaUM`` (0.5),
         ``use_anderson`` (False), ``anderson_depth`` (5), ``newton_tolerance``,
-        ``max_newton_iterations``, ``compile`` (True); for particles ``num_particles``,
-        ``seed``, ``kde_method``, ``bandwidth``, ``strategy``. ``verbose`` (False) shows a
-        progress bar; ``callback(iteration, residuals)`` is called after every iteration
-        and stops the solve by returning a true value (:meth:`FixedPointIterator.solve`).
+        ``max_newton_iterations``, ``compile`` (True), ``equation_tolerance`` (None),
+        ``adaptive_damping`` (False), ``anderson_mixing``, ``anderson_safeguard``,
+        ``anderson_restart``; for particles ``num_particles``, ``seed``, ``kde_method``,
+        ``bandwidth``, ``strategy``. ``verbose`` (False) shows a progress bar;
+        ``callback(iteration, residuals)`` is called after every iteration and stops the
+        solve by returning a true value (:meth:`FixedPointIterator.solve`).
 
     Returns
     -------
     MFGResult
     """
+    if method in ("newton", "auto"):
+        return _solve_newton_or_auto(problem, method, backend, options)
     return _iterator(problem, method, backend, options).solve(**_pick(options, _SOLVE_OPTIONS))
+
+
+def _solve_newton_or_auto(problem, method, backend, options):
+    from mfg_pde._auto import solve_auto
+    from mfg_pde.alg.numerical import NewtonSolver
+
+    allowed = _NEWTON_OPTIONS + _NEWTON_SOLVE_OPTIONS if method == "newton" else _AUTO_OPTIONS
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(unknown)} for method={method!r}; "
+            f"accepted: {', '.join(allowed)}"
+        )
+    b = create_backend(backend)
+    if method == "newton":
+        solver = NewtonSolver(problem, backend=b, **_pick(options, _NEWTON_OPTIONS))
+        return solver.solve(**_pick(options, _NEWTON_SOLVE_OPTIONS))
+    return solve_auto(
+        problem,
+        b,
+        hjb_options=_pick(options, _HJB_OPTIONS),
+        iterator_options=_pick(options, _AUTO_ITERATOR_OPTIONS),
+        newton_options=_pick(options, _NEWTON_OPTIONS),
+        **_pick(
+            options,
+            ("max_iterations", "tolerance", "equation_tolerance", "newton_iterations", "verbose"),
+        ),
+    )
 
 
 def _iterator(problem, method, backend, options):
@@ -187,9 +255,9 @@ def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
             arrays["cost"][name] = b.from_numpy(values[name])
             axes["cost"][name] = 0
     key = ("batch", id(program), tuple(sorted(values)), max_iterations)
-    batched, new = compiled_program(b, key, lambda: jax.vmap(program, in_axes=(axes, None)))
+    batched, new = compiled_program(b, key, lambda: jax.vmap(program, in_axes=(axes, None, None)))
     start = time.perf_counter()
-    state = batched(arrays, float(tolerance))
+    state = batched(arrays, float(tolerance), math.inf)
     b.to_numpy(state.k)
     if new:  # the first call compiled the vmapped program
         compile_seconds += time.perf_counter() - start
@@ -198,7 +266,12 @@ def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
         one = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], state)
         results.append(
             iterator._result(
-                one, tolerance, max_iterations, {"compile": compile_seconds}, [], problem=member
+                one,
+                (tolerance, math.inf),
+                max_iterations,
+                {"compile": compile_seconds},
+                [],
+                problem=member,
             )
         )
     return results

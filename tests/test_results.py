@@ -51,7 +51,7 @@ def test_save_load_round_trip_keeps_every_field(solved, backend, suffix, tmp_pat
             assert copy.dtype == original.dtype and copy.shape == original.shape, name
             np.testing.assert_array_equal(copy, original, err_msg=name)
         elif name == "residuals":
-            assert copy.keys() == original.keys() == {"U", "M"}
+            assert copy.keys() == original.keys() == {"U", "M", "hjb", "fp"}
             for key in original:
                 np.testing.assert_array_equal(copy[key], original[key], err_msg=key)
         else:
@@ -69,7 +69,10 @@ def test_npz_is_plain_arrays_and_json(numpy_result, tmp_path):
     """Readable without mfg_pde and without pickle: arrays plus one JSON document."""
     path = numpy_result.save(tmp_path / "r.npz")
     with np.load(path, allow_pickle=False) as data:
-        assert set(data.files) == {"U", "M", "x", "t", "residual_U", "residual_M", "metadata"}
+        assert set(data.files) == {
+            *("U", "M", "x", "t", "metadata"),
+            *("residual_U", "residual_M", "residual_hjb", "residual_fp"),
+        }
         meta = json.loads(str(data["metadata"]))
         np.testing.assert_array_equal(data["M"], numpy_result.M)
     assert meta["format"] == "mfg_pde.MFGResult" and meta["iterations"] == numpy_result.iterations

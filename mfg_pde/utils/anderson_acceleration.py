@@ -98,9 +98,16 @@ class AndersonAccelerator:
             count=xp.asarray(0, **b._device_kw()),
         )
 
-    def step(self, state: AndersonState, x: Any, gx: Any) -> tuple[Any, AndersonState]:
-        """One accelerated step from ``x`` and ``g(x)`` (1D arrays). Pure; jit-friendly."""
+    def step(
+        self, state: AndersonState, x: Any, gx: Any, beta: Any = None
+    ) -> tuple[Any, AndersonState]:
+        """One accelerated step from ``x`` and ``g(x)`` (1D arrays). Pure; jit-friendly.
+
+        ``beta``: the mixing parameter of this step (a float or a 0-d array, e.g. an
+        adaptive damping carried in a loop state); None uses ``self.beta``.
+        """
         xp = self.backend.xp
+        beta = self.beta if beta is None else beta
         f = gx - x
         # Record the newest differences (only when a previous point exists).
         use = state.has_prev
@@ -135,7 +142,7 @@ class AndersonAccelerator:
         # Empty slots get a unit diagonal so the system stays regular; their rhs is zero.
         normal = normal + eye * (self.regularization * scale) + eye * (1.0 - valid)[None, :]
         gamma = xp.linalg.solve(normal, rhs[:, None])[:, 0] * valid
-        x_next = x + self.beta * f - (gamma @ dX + self.beta * (gamma @ dF))
+        x_next = x + beta * f - (gamma @ dX + beta * (gamma @ dF))
 
         new_state = AndersonState(
             dx=dx_hist * keep,

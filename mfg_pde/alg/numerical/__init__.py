@@ -4,6 +4,7 @@ from mfg_pde.alg.numerical.fixed_point import FixedPointIterator
 from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
 from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
+from mfg_pde.alg.numerical.newton import NewtonSolver
 from mfg_pde.alg.numerical.particle_strategy import (
     CPUParticleStrategy,
     GPUParticleStrategy,
@@ -19,6 +20,7 @@ __all__ = [
     "FixedPointIterator",
     "GPUParticleStrategy",
     "HJBFDMSolver",
+    "NewtonSolver",
     "ParticleProblemSize",
     "ParticleStrategy",
     "select_particle_strategy",

@@ -110,3 +110,17 @@ def transpose(xp: Any, lower: Any, diag: Any, upper: Any) -> tuple[Any, Any, Any
     end entries).
     """
     return xp.roll(upper, 1, axis=-1), diag, xp.roll(lower, -1, axis=-1)
+
+
+def tridiagonal_matvec(xp: Any, lower: Any, diag: Any, upper: Any, v: Any, periodic: bool) -> Any:
+    """``A @ v`` for the (cyclic) tridiagonal ``A = (lower, diag, upper)``, along the last axis.
+
+    On no-flux grids ``lower[..., 0]`` and ``upper[..., -1]`` are not matrix entries
+    (:func:`hjb_jacobian_from_slopes`) and are ignored here, as the solvers ignore them.
+    """
+    if periodic:
+        return lower * xp.roll(v, 1, axis=-1) + diag * v + upper * xp.roll(v, -1, axis=-1)
+    zero = xp.zeros_like(v[..., :1])
+    left = xp.concat([zero, v[..., :-1]], axis=-1)
+    right = xp.concat([v[..., 1:], zero], axis=-1)
+    return lower * left + diag * v + upper * right

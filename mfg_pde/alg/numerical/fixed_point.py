@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any, NamedTuple
@@ -11,6 +12,7 @@ import numpy as np
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
 from mfg_pde.alg.numerical._base import compiled_program
+from mfg_pde.alg.numerical._residual import make_equation_residual, residual_norms
 from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver, make_fp_march
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
 from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver, make_hjb_march
@@ -21,6 +23,18 @@ from mfg_pde.utils.progress import Callback, Progress
 #: Values of :attr:`IterationState.status`.
 RUNNING, CONVERGED, NONFINITE_U, NONFINITE_M = 0, 1, 2, 3
 
+#: Adaptive damping: θ is multiplied by DAMPING_GROW when the fixed-point residual reaches
+#: a new low, and by DAMPING_SHRINK when it exceeds DAMPING_GROWTH times that low or has
+#: not reached a new one for DAMPING_PATIENCE iterations (a cycle); θ stays in
+#: [DAMPING_MIN, thetaUM].
+DAMPING_SHRINK, DAMPING_GROW, DAMPING_GROWTH, DAMPING_PATIENCE, DAMPING_MIN = (
+    0.5,
+    1.1,
+    1.5,
+    5,
+    1e-3,
+)
+
 
 class IterationState(NamedTuple):
     """Everything a fixed-point iteration carries: fixed shapes, so it compiles."""
@@ -30,6 +44,11 @@ class IterationState(NamedTuple):
     k: Any  # () iterations done
     res_u: Any  # (max_iterations,) relative change of U per iteration
     res_m: Any
+    res_hjb: Any  # (max_iterations,) max |HJB equation residual| of (Û, M̂)
+    res_fp: Any  # (max_iterations,) max |FP equation residual| of (Û, M̂)
+    theta: Any  # () damping (Anderson mixing) used by the next update
+    last: Any  # () reference residual of adaptive damping (smallest since the last shrink)
+    since: Any  # () iterations since that reference was set
     status: Any  # () RUNNING, CONVERGED, NONFINITE_U or NONFINITE_M
     newton_failures: Any  # () in the last HJB solve
     bad: Any  # (Nt + 1, Nx) the non-finite output, kept to locate where it started
@@ -49,9 +68,29 @@ class FixedPointIterator:
       says so.
 
     The iteration stops when the relative L2 change of the undamped map,
-    ``||Û - U_k|| / ||Û||`` and ``||M̂ - M_k|| / ||M̂||``, is below ``tolerance`` for both;
+    ``||Û - U_k|| / ||Û||`` and ``||M̂ - M_k|| / ||M̂||``, is below ``tolerance`` for both
+    (and, when ``equation_tolerance`` is given to :meth:`solve`, the discrete equations
+    hold for ``(Û, M̂)`` to that tolerance: ``result.residuals["hjb"]``, ``["fp"]``);
     if a solver produces NaN or inf it stops at once and the result says where. The HJB
     Newton iterations start from ``U_k``.
+
+    Safeguards for hard problems (small diffusion, strong coupling), all off by default:
+
+    * ``adaptive_damping=True``: θ becomes part of the iteration state. It is
+      multiplied by 1.1 whenever the fixed-point residual ``sqrt(r_U² + r_M²)`` reaches
+      a new low, and halved when the residual grows to 1.5 times that low or makes no
+      new low for 5 iterations (a cycle, the usual failure of Picard on hard problems);
+      it stays in ``[1e-3, thetaUM]`` (:data:`DAMPING_SHRINK`, :data:`DAMPING_GROW`,
+      :data:`DAMPING_GROWTH`, :data:`DAMPING_PATIENCE`, :data:`DAMPING_MIN`). With
+      Anderson it adapts the mixing parameter the same way.
+    * ``anderson_safeguard=ρ``: the Anderson history is cleared when the residual grows
+      by more than the factor ρ (> 1) in one step, and the step taken then is the damped
+      one (a fall-back to damping until the history rebuilds); ``anderson_restart=n``
+      clears it every n steps; ``anderson_mixing`` sets the mixing parameter (default
+      ``thetaUM``).
+
+    All of them are written into the one iteration function, so they run unchanged in
+    the compiled ``lax.while_loop`` on jax and in the host loop elsewhere.
 
     How it runs (``compile=True``, the default):
 
@@ -80,10 +119,19 @@ class FixedPointIterator:
         Given: both child solvers are moved to it. None: the children's backend (they
         must agree).
     thetaUM : float in (0, 1]
-        Damping of the Picard update (Anderson's mixing parameter).
+        Damping of the Picard update (Anderson's mixing parameter unless
+        ``anderson_mixing`` is given); with ``adaptive_damping`` the largest θ used.
     use_anderson : bool
     anderson_depth : int
     compile : bool
+    adaptive_damping : bool
+        Shrink θ when the residual grows, grow it back when it falls (see above).
+    anderson_mixing : float in (0, 1] or None
+        Anderson's mixing parameter β (None: ``thetaUM``).
+    anderson_safeguard : float > 1 or None
+        Clear the Anderson history when the residual grows by more than this factor.
+    anderson_restart : int or None
+        Clear the Anderson history every this many iterations.
     """
 
     def __init__(
@@ -96,6 +144,10 @@ class FixedPointIterator:
         use_anderson: bool = False,
         anderson_depth: int = 5,
         compile: bool = True,
+        adaptive_damping: bool = False,
+        anderson_mixing: float | None = None,
+        anderson_safeguard: float | None = None,
+        anderson_restart: int | None = None,
     ) -> None:
         if not isinstance(problem, MFGProblem):
             raise TypeError(f"problem must be an MFGProblem, got {type(problem).__name__}")
@@ -112,6 +164,26 @@ class FixedPointIterator:
             raise ValueError(f"anderson_depth must be >= 1, got {anderson_depth}")
         if not isinstance(compile, bool):
             raise TypeError(f"compile must be True or False, got {compile!r}")
+        if not isinstance(adaptive_damping, bool):
+            raise TypeError(f"adaptive_damping must be True or False, got {adaptive_damping!r}")
+        if anderson_mixing is not None and not (
+            isinstance(anderson_mixing, (int, float)) and 0 < anderson_mixing <= 1
+        ):
+            raise ValueError(f"anderson_mixing must be in (0, 1] or None, got {anderson_mixing!r}")
+        if anderson_safeguard is not None and not (
+            isinstance(anderson_safeguard, (int, float)) and anderson_safeguard > 1
+        ):
+            raise ValueError(
+                f"anderson_safeguard must be a number > 1 or None, got {anderson_safeguard!r}"
+            )
+        if anderson_restart is not None and (
+            isinstance(anderson_restart, bool)
+            or not isinstance(anderson_restart, int)
+            or anderson_restart < 1
+        ):
+            raise ValueError(
+                f"anderson_restart must be an int >= 1 or None, got {anderson_restart!r}"
+            )
         self.problem = problem
         self.hjb_solver = hjb_solver
         self.fp_solver = fp_solver
@@ -135,6 +207,27 @@ class FixedPointIterator:
         self.anderson_depth = anderson_depth
         self.anderson_on_u_only = self.use_anderson and isinstance(fp_solver, FPParticleSolver)
         self.compile = compile
+        self.adaptive_damping = adaptive_damping
+        self.anderson_mixing = None if anderson_mixing is None else float(anderson_mixing)
+        self.anderson_safeguard = None if anderson_safeguard is None else float(anderson_safeguard)
+        self.anderson_restart = anderson_restart
+
+    @property
+    def method(self) -> str:
+        """``"anderson"`` or ``"picard"`` (damped), as the result reports it."""
+        return "anderson" if self.use_anderson else "picard"
+
+    def _options_key(self) -> tuple:
+        """The options a compiled program depends on."""
+        return (
+            self.thetaUM,
+            self.use_anderson,
+            self.anderson_depth,
+            self.adaptive_damping,
+            self.anderson_mixing,
+            self.anderson_safeguard,
+            self.anderson_restart,
+        )
 
     @property
     def name(self) -> str:
@@ -156,10 +249,16 @@ class FixedPointIterator:
         max_iterations: int = 100,
         tolerance: float = 1e-6,
         *,
+        equation_tolerance: float | None = None,
         verbose: bool = False,
         callback: Callback | None = None,
     ) -> MFGResult:
         """Iterate until both relative changes are below ``tolerance``.
+
+        ``equation_tolerance``: also require the discrete HJB and FP equations to hold
+        for the answer, ``max |F| <= equation_tolerance`` and ``max |G| <=
+        equation_tolerance`` (:mod:`~mfg_pde.alg.numerical._residual`). Either way
+        ``result.residuals["hjb"]`` and ``["fp"]`` report them every iteration.
 
         ``verbose=True`` shows a progress bar (tqdm, on stderr) with the residuals;
         ``callback(iteration, {"U": r_U, "M": r_M})`` is called after every iteration
@@ -178,6 +277,13 @@ class FixedPointIterator:
             raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
         if not (isinstance(tolerance, (int, float)) and tolerance > 0):
             raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+        if equation_tolerance is None:
+            equation_tolerance = math.inf
+        elif not (isinstance(equation_tolerance, (int, float)) and equation_tolerance > 0):
+            raise ValueError(
+                f"equation_tolerance must be a positive number or None, got {equation_tolerance!r}"
+            )
+        tolerances = (float(tolerance), float(equation_tolerance))
         notes: list[str] = []
         if self.anderson_on_u_only:
             msg = (
@@ -193,7 +299,7 @@ class FixedPointIterator:
         state, eager = None, not self.compile
         if self.runs_as_one_program and not (verbose or callback is not None):
             try:
-                state, timings["compile"] = self._solve_compiled(max_iterations, tolerance)
+                state, timings["compile"] = self._solve_compiled(max_iterations, tolerances)
             except Exception as err:  # tracing or compilation failed: run op by op
                 msg = (
                     f"compiling the fixed-point solve failed ({type(err).__name__}: {err}); "
@@ -206,55 +312,88 @@ class FixedPointIterator:
         if state is None:
             try:
                 state, stopped = self._solve_on_host(
-                    max_iterations, tolerance, timings, eager, progress
+                    max_iterations, tolerances, timings, eager, progress
                 )
             finally:
                 progress.close()
         timings["total"] = time.perf_counter() - start
-        return self._result(state, tolerance, max_iterations, timings, notes, stopped=stopped)
+        return self._result(state, tolerances, max_iterations, timings, notes, stopped=stopped)
 
     # -- the iteration, written once ----------------------------------------------------
-    def _iteration(self, backend: BaseBackend, hjb: Any, fp: Any, max_iterations: int):
-        """``(arrays, tolerance, state) -> state``: one fixed-point iteration, pure.
+    def _iteration(
+        self, backend: BaseBackend, hjb: Any, fp: Any, residual: Any, max_iterations: int
+    ):
+        """``(arrays, tolerances, state) -> state``: one fixed-point iteration, pure.
 
         ``hjb(arrays, M, U_guess) -> (U, newton_failures)`` and ``fp(arrays, U) -> M``
-        are the marches; the same function is the body of the compiled while_loop and
-        of the host loop.
+        are the marches, ``residual(arrays, U, M) -> (F, G)`` the discrete equations;
+        the same function is the body of the compiled while_loop and of the host loop.
+        ``tolerances`` is ``(tolerance, equation_tolerance)``.
         """
-        xp, theta = backend.xp, self.thetaUM
+        xp = backend.xp
         accelerator = self._accelerator(backend)
         u_only = self.anderson_on_u_only
+        adaptive = self.adaptive_damping
+        theta_max = self.anderson_mixing if self.use_anderson and self.anderson_mixing else None
+        theta_max = self.thetaUM if theta_max is None else theta_max
         slots = xp.arange(max_iterations, **backend._device_kw())
 
-        def iteration(arrays: dict, tolerance: Any, s: IterationState) -> IterationState:
+        def iteration(arrays: dict, tolerances: Any, s: IterationState) -> IterationState:
+            tolerance, equation_tolerance = tolerances
             U_hat, failures = hjb(arrays, s.M, s.U)
             M_hat = fp(arrays, U_hat)
             bad_u = ~xp.all(xp.isfinite(U_hat))
             bad_m = ~xp.all(xp.isfinite(M_hat))
             ru = _relative_change(xp, U_hat, s.U)
             rm = _relative_change(xp, M_hat, s.M)
-            converged = (ru < tolerance) & (rm < tolerance)
+            rh, rf = residual_norms(xp, *residual(arrays, U_hat, M_hat))
+            converged = (
+                (ru < tolerance)
+                & (rm < tolerance)
+                & (rh <= equation_tolerance)
+                & (rf <= equation_tolerance)
+            )
             status = xp.where(
                 bad_u,
                 NONFINITE_U,
                 xp.where(bad_m, NONFINITE_M, xp.where(converged, CONVERGED, RUNNING)),
             )
+            current = xp.sqrt(ru * ru + rm * rm)
+            theta = theta_max  # a Python float unless it adapts: the default path unchanged
+            best, since = s.last, s.since
+            if adaptive:  # the step taken now already uses the adapted θ
+                fell = current < s.last
+                worse = (current > DAMPING_GROWTH * s.last) | (s.since + 1 >= DAMPING_PATIENCE)
+                shrink = worse & ~fell
+                theta = xp.where(
+                    shrink,
+                    xp.maximum(s.theta * DAMPING_SHRINK, DAMPING_MIN),
+                    xp.where(fell, xp.minimum(s.theta * DAMPING_GROW, theta_max), s.theta),
+                )
+                best = xp.where(shrink | fell, current, s.last)
+                since = xp.where(shrink | fell, 0, s.since + 1)
             if accelerator is None:
                 U_next = theta * U_hat + (1 - theta) * s.U
                 M_next = theta * M_hat + (1 - theta) * s.M
                 anderson = s.anderson
             else:
                 U_next, M_next, anderson = _anderson_update(
-                    xp, accelerator, u_only, theta, s, U_hat, M_hat
+                    xp, accelerator, u_only, theta, s, U_hat, M_hat, adaptive
                 )
             keep = bad_u | bad_m  # the last finite iterate is the answer
             record = ~keep
+            here = (slots == s.k) & record
             return IterationState(
                 U=xp.where(keep, s.U, xp.where(converged, U_hat, U_next)),
                 M=xp.where(keep, s.M, xp.where(converged, M_hat, M_next)),
                 k=s.k + 1,
-                res_u=xp.where((slots == s.k) & record, ru, s.res_u),
-                res_m=xp.where((slots == s.k) & record, rm, s.res_m),
+                res_u=xp.where(here, ru, s.res_u),
+                res_m=xp.where(here, rm, s.res_m),
+                res_hjb=xp.where(here, rh, s.res_hjb),
+                res_fp=xp.where(here, rf, s.res_fp),
+                theta=theta + 0.0 * s.theta,
+                last=best,
+                since=since,
                 status=status,
                 newton_failures=failures,
                 bad=xp.where(bad_u, U_hat, M_hat),
@@ -266,7 +405,13 @@ class FixedPointIterator:
     def _accelerator(self, backend: BaseBackend) -> AndersonAccelerator | None:
         if not self.use_anderson:
             return None
-        return AndersonAccelerator(backend, depth=self.anderson_depth, beta=self.thetaUM)
+        return AndersonAccelerator(
+            backend,
+            depth=self.anderson_depth,
+            beta=self.thetaUM if self.anderson_mixing is None else self.anderson_mixing,
+            restart=self.anderson_restart,
+            safeguard=self.anderson_safeguard,
+        )
 
     def _initial_state(self, backend: BaseBackend, arrays: dict, max_iterations: int):
         xp, p = backend.xp, self.problem
@@ -284,6 +429,17 @@ class FixedPointIterator:
             k=xp.asarray(0, **dev),
             res_u=backend.zeros((max_iterations,)),
             res_m=backend.zeros((max_iterations,)),
+            res_hjb=backend.zeros((max_iterations,)),
+            res_fp=backend.zeros((max_iterations,)),
+            theta=xp.asarray(
+                self.anderson_mixing
+                if self.use_anderson and self.anderson_mixing is not None
+                else self.thetaUM,
+                dtype=backend.dtype,
+                **dev,
+            ),
+            last=xp.asarray(math.inf, dtype=backend.dtype, **dev),
+            since=xp.asarray(0, **dev),
             status=xp.asarray(RUNNING, **dev),
             newton_failures=xp.asarray(0, **dev),
             bad=xp.zeros_like(U),
@@ -292,16 +448,17 @@ class FixedPointIterator:
 
     # -- the two ways to run it ---------------------------------------------------------
     def _solve_compiled(
-        self, max_iterations: int, tolerance: float
+        self, max_iterations: int, tolerances: tuple[float, float]
     ) -> tuple[IterationState, float]:
         """The whole iteration as one compiled program (jax); returns (state, compile s)."""
         program, compile_seconds = self.program(max_iterations)
-        state = program(self.hjb_solver.problem_arrays(), tolerance)
+        state = program(self.hjb_solver.problem_arrays(), *tolerances)
         self.backend.to_numpy(state.k)  # wait for it: jax dispatches asynchronously
         return state, compile_seconds
 
     def program(self, max_iterations: int) -> tuple[Any, float]:
-        """The compiled ``(arrays, tolerance) -> IterationState`` and its compile time.
+        """The compiled ``(arrays, tolerance, equation_tolerance) -> IterationState`` and
+        its compile time (``equation_tolerance = inf`` turns that criterion off).
 
         The program is shared by every iterator with the same structure (see
         :func:`~mfg_pde.alg.numerical._base.compiled_program`): the compile time is 0
@@ -319,9 +476,7 @@ class FixedPointIterator:
             tuple(p.cost_parameters),
             hjb.newton_tolerance,
             hjb.max_newton_iterations,
-            self.thetaUM,
-            self.use_anderson,
-            self.anderson_depth,
+            *self._options_key(),
             max_iterations,
         )
 
@@ -330,13 +485,16 @@ class FixedPointIterator:
                 b, p.running_cost, periodic, hjb.newton_tolerance, hjb.max_newton_iterations
             )
             hjb_march = lambda arrays, M, U: march(arrays, M, U)[:2]  # noqa: E731
-            iteration = self._iteration(b, hjb_march, make_fp_march(b, periodic), max_iterations)
+            residual = make_equation_residual(b, p.running_cost, periodic)
+            iteration = self._iteration(
+                b, hjb_march, make_fp_march(b, periodic), residual, max_iterations
+            )
 
-            def run(arrays: dict, tolerance: Any) -> IterationState:
+            def run(arrays: dict, tolerance: Any, equation_tolerance: Any) -> IterationState:
                 state = self._initial_state(b, arrays, max_iterations)
                 return b.while_loop(
                     lambda s: (s.k < max_iterations) & (s.status == RUNNING),
-                    lambda s: iteration(arrays, tolerance, s),
+                    lambda s: iteration(arrays, (tolerance, equation_tolerance), s),
                     state,
                 )
 
@@ -348,10 +506,10 @@ class FixedPointIterator:
         # Compile now, with a run that stops after one iteration (tolerance inf), so that
         # compiling and solving are timed apart; that iteration's time is in the figure.
         start = time.perf_counter()
-        b.to_numpy(program(self.hjb_solver.problem_arrays(), float("inf")).k)
+        b.to_numpy(program(self.hjb_solver.problem_arrays(), math.inf, math.inf).k)
         return program, time.perf_counter() - start
 
-    def _solve_on_host(self, max_iterations, tolerance, timings, eager, progress):
+    def _solve_on_host(self, max_iterations, tolerances, timings, eager, progress):
         """A Python loop over iterations: one host synchronisation (the status, and the
         residuals when ``progress`` reports them) each. Returns ``(state, stop reason)``.
 
@@ -378,11 +536,17 @@ class FixedPointIterator:
 
         xp = b.xp
         arrays = hjb.problem_arrays()
-        iteration = self._iteration(b, hjb_march, fp_march, max_iterations)
+        p = self.problem
+        residual, _ = compiled_program(
+            b,
+            ("residual", p.Nx, p.Nt, p.boundary, p.running_cost, tuple(p.cost_parameters)),
+            lambda: make_equation_residual(b, p.running_cost, p.boundary == "periodic"),
+        )
+        iteration = self._iteration(b, hjb_march, fp_march, residual, max_iterations)
         state = self._initial_state(b, arrays, max_iterations)
         for k in range(max_iterations):
             t0 = time.perf_counter()
-            state = iteration(arrays, tolerance, state)
+            state = iteration(arrays, tolerances, state)
             if k == 0:
                 timings["first_iteration"] = time.perf_counter() - t0
             if not progress.active:
@@ -401,7 +565,9 @@ class FixedPointIterator:
                 break
         return state, None
 
-    def _result(self, state, tolerance, max_iterations, timings, notes, problem=None, stopped=None):
+    def _result(
+        self, state, tolerances, max_iterations, timings, notes, problem=None, stopped=None
+    ):
         """The :class:`MFGResult` of a final state (``problem``: a batch member's;
         ``stopped``: why a callback ended the solve)."""
         b = self.backend
@@ -411,7 +577,10 @@ class FixedPointIterator:
         recorded = k - (1 if status in (NONFINITE_U, NONFINITE_M) else 0)
         converged = status == CONVERGED
         if converged:
+            tolerance, equation_tolerance = tolerances
             reason = f"both residuals below tolerance={tolerance:g}"
+            if math.isfinite(equation_tolerance):
+                reason += f" and equation residuals below {equation_tolerance:g}"
         elif status == RUNNING:
             reason = stopped or f"reached max_iterations={max_iterations}"
         else:
@@ -438,6 +607,8 @@ class FixedPointIterator:
             residuals={
                 "U": b.to_numpy(state.res_u)[:recorded].copy(),
                 "M": b.to_numpy(state.res_m)[:recorded].copy(),
+                "hjb": b.to_numpy(state.res_hjb)[:recorded].copy(),
+                "fp": b.to_numpy(state.res_fp)[:recorded].copy(),
             },
             reason=reason,
             backend=b.name,
@@ -446,14 +617,16 @@ class FixedPointIterator:
             solver=self.name,
             problem={**p.parameters(), "dx": p.dx, "dt": p.dt},
             warnings=notes,
+            method=self.method,
         )
 
 
-def _anderson_update(xp, accelerator, u_only, theta, s, U_hat, M_hat):
+def _anderson_update(xp, accelerator, u_only, theta, s, U_hat, M_hat, adaptive=False):
     shape = U_hat.shape
+    beta = theta if adaptive else None  # None: the accelerator's own (fixed) mixing
     if u_only:
         U_next, anderson = accelerator.step(
-            s.anderson, xp.reshape(s.U, (-1,)), xp.reshape(U_hat, (-1,))
+            s.anderson, xp.reshape(s.U, (-1,)), xp.reshape(U_hat, (-1,)), beta
         )
         return xp.reshape(U_next, shape), theta * M_hat + (1 - theta) * s.M, anderson
     size = shape[0] * shape[1]
@@ -461,6 +634,7 @@ def _anderson_update(xp, accelerator, u_only, theta, s, U_hat, M_hat):
         s.anderson,
         xp.concat([xp.reshape(s.U, (-1,)), xp.reshape(s.M, (-1,))]),
         xp.concat([xp.reshape(U_hat, (-1,)), xp.reshape(M_hat, (-1,))]),
+        beta,
     )
     return xp.reshape(stacked[:size], shape), xp.reshape(stacked[size:], shape), anderson
 
