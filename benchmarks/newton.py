@@ -61,17 +61,7 @@ def problems() -> dict[str, MFGProblem]:
     return {
         "hello": hello_example(),
         "hello-congestion": hello_example(running_cost=congestion),
-        "wave-kappa30": MFGProblem(
-            Nx=100,
-            Nt=40,
-            T=wave.T,
-            sigma=wave.sigma,
-            control_cost=wave.control_cost,
-            running_cost=wave.running_cost,
-            terminal_cost=lambda x: wave.value(wave.T, x),
-            initial_density=lambda x: wave.density(0.0, x),
-            boundary="periodic",
-        ),
+        "wave-kappa30": wave.problem(Nx=100, Nt=40),
     }
 
 

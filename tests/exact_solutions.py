@@ -175,3 +175,21 @@ class TravellingWave:
         u_xx = lam * (-C * drho / rho**2 - nu * (ddrho / rho - drho**2 / rho**2))
         V = v * u_x - nu * u_xx + u_x**2 / (2 * lam) - self.kappa * rho
         return V + self.kappa * m
+
+    def problem(self, Nx: int, Nt: int):
+        """The periodic MFGProblem on [0, 1) whose exact solution this is."""
+        from mfg_pde import MFGProblem
+
+        return MFGProblem(
+            xmin=0.0,
+            xmax=1.0,
+            Nx=Nx,
+            Nt=Nt,
+            T=self.T,
+            sigma=self.sigma,
+            control_cost=self.control_cost,
+            running_cost=self.running_cost,
+            terminal_cost=lambda x: self.value(self.T, x),
+            initial_density=lambda x: self.density(0.0, x),
+            boundary="periodic",
+        )

@@ -42,19 +42,7 @@ def fixed_point(problem, backend="numpy", **options):
 
 
 def wave_problem(wave: TravellingWave, Nx: int, Nt: int) -> MFGProblem:
-    return MFGProblem(
-        xmin=0.0,
-        xmax=1.0,
-        Nx=Nx,
-        Nt=Nt,
-        T=wave.T,
-        sigma=wave.sigma,
-        control_cost=wave.control_cost,
-        running_cost=wave.running_cost,
-        terminal_cost=lambda x: wave.value(wave.T, x),
-        initial_density=lambda x: wave.density(0.0, x),
-        boundary="periodic",
-    )
+    return wave.problem(Nx, Nt)
 
 
 @pytest.fixture(scope="module")

@@ -100,19 +100,7 @@ def test_periodic_travelling_wave_converges_at_first_order(backend):
     """
     h, err_u, err_m = [], [], []
     for Nx, Nt in WAVE_GRIDS:
-        problem = MFGProblem(
-            xmin=0.0,
-            xmax=1.0,
-            Nx=Nx,
-            Nt=Nt,
-            T=WAVE.T,
-            sigma=WAVE.sigma,
-            control_cost=WAVE.control_cost,
-            running_cost=WAVE.running_cost,
-            terminal_cost=lambda x: WAVE.value(WAVE.T, x),
-            initial_density=lambda x: WAVE.density(0.0, x),
-            boundary="periodic",
-        )
+        problem = WAVE.problem(Nx, Nt)
         result = solve_mfg(
             problem, backend=backend, use_anderson=True, tolerance=1e-10, max_iterations=100
         )
