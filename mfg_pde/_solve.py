@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -126,7 +125,7 @@ def _iterator(problem, method, backend, options):
         HJBFDMSolver,
     )
 
-    if method not in METHODS:
+    if method not in ("fdm", "particle"):  # newton and auto do not run a FixedPointIterator
         raise ValueError(f"method must be one of {METHODS}, got method={method!r}")
     allowed = _HJB_OPTIONS + _ITERATOR_OPTIONS + _SOLVE_OPTIONS
     if method == "particle":
@@ -207,14 +206,13 @@ def solve_mfg_batch(
     members = [problem.replace(**{k: float(v[i]) for k, v in values.items()}) for i in range(size)]
 
     start = time.perf_counter()
-    iterator = _iterator(problem, method, backend, options)
-    solve_options = _pick(options, _SOLVE_OPTIONS)
-    if iterator.runs_as_one_program:
-        results = _solve_vmapped(iterator, members, values, solve_options)
-    else:
-        results = [
-            _iterator(m, method, iterator.backend, options).solve(**solve_options) for m in members
-        ]
+    b = create_backend(backend)
+    iterator = _iterator(problem, method, b, options) if method in ("fdm", "particle") else None
+    reports = options.get("verbose") or options.get("callback") is not None
+    if iterator is not None and iterator.runs_as_one_program and not reports:
+        results = _solve_vmapped(iterator, members, values, _pick(options, _SOLVE_OPTIONS))
+    else:  # one solve_mfg per member: other backends and methods, progress reporting
+        results = [solve_mfg(m, method, b, **options) for m in members]
     total = time.perf_counter() - start
     for result in results:
         result.timings.update(batch_total=total, batch_size=float(size))
@@ -225,19 +223,15 @@ def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
     """jax: one vmapped run of the compiled fixed-point program over the batch."""
     import jax
 
-    from mfg_pde.alg.numerical._base import compiled_program
+    from mfg_pde.alg.numerical._base import check_solve_arguments, compiled_program
 
     b, problem = iterator.backend, iterator.problem
     max_iterations = solve_options.get("max_iterations", 100)
-    tolerance = solve_options.get("tolerance", 1e-6)
-    if (
-        isinstance(max_iterations, bool)
-        or not isinstance(max_iterations, int)
-        or max_iterations < 1
-    ):
-        raise ValueError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
-    if not (isinstance(tolerance, (int, float)) and tolerance > 0):
-        raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+    tolerances = check_solve_arguments(
+        max_iterations,
+        solve_options.get("tolerance", 1e-6),
+        solve_options.get("equation_tolerance"),
+    )
 
     program, compile_seconds = iterator.program(max_iterations)
     arrays = iterator.hjb_solver.problem_arrays()
@@ -257,7 +251,7 @@ def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
     key = ("batch", id(program), tuple(sorted(values)), max_iterations)
     batched, new = compiled_program(b, key, lambda: jax.vmap(program, in_axes=(axes, None, None)))
     start = time.perf_counter()
-    state = batched(arrays, float(tolerance), math.inf)
+    state = batched(arrays, *tolerances)
     b.to_numpy(state.k)
     if new:  # the first call compiled the vmapped program
         compile_seconds += time.perf_counter() - start
@@ -267,7 +261,7 @@ def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
         results.append(
             iterator._result(
                 one,
-                (tolerance, math.inf),
+                tolerances,
                 max_iterations,
                 {"compile": compile_seconds},
                 [],

@@ -128,6 +128,29 @@ def test_batch_matches_single_solves(backend):
         np.testing.assert_array_equal(result.residuals["U"].shape, single.residuals["U"].shape)
 
 
+@pytest.mark.parametrize("backend", ["jax"], indirect=True)
+def test_vmapped_batch_honours_the_equation_tolerance(backend):
+    """The vmapped program gets every solve option, not only the tolerance: with a
+    tight equation tolerance members iterate as long as their single solves do."""
+    options = dict(tolerance=1e-4, equation_tolerance=1e-9)
+    results = solve_mfg_batch(HELLO, {"sigma": [0.1, 0.2]}, backend=backend, **options)
+    for result, sigma in zip(results, [0.1, 0.2], strict=True):
+        single = solve_mfg(HELLO.replace(sigma=sigma), backend=backend, **options)
+        loose = solve_mfg(HELLO.replace(sigma=sigma), backend=backend, tolerance=1e-4)
+        assert result.iterations == single.iterations > loose.iterations
+        np.testing.assert_allclose(result.U, single.U, atol=1e-10)
+
+
+def test_batch_runs_newton_members_with_newton(reference_backend):
+    """method="newton" in a batch solves each member with NewtonSolver."""
+    problem = hello(Nx=21, Nt=10)
+    results = solve_mfg_batch(problem, {"c": [0.2, 0.4]}, "newton", reference_backend)
+    for result, c in zip(results, [0.2, 0.4], strict=True):
+        single = solve_mfg(problem.replace(c=c), "newton", reference_backend)
+        assert result.method == single.method and result.converged == single.converged
+        np.testing.assert_allclose(result.U, single.U, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "batch, match",
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -36,6 +37,26 @@ def compiled_program(
     while len(_compiled) > COMPILED_CACHE_SIZE:
         _compiled.popitem(last=False)
     return fn, True
+
+
+def check_solve_arguments(
+    max_iterations: Any, tolerance: Any, equation_tolerance: Any = None
+) -> tuple[float, float]:
+    """Validate the arguments every ``solve`` takes; return ``(tolerance,
+    equation_tolerance)`` as floats, ``inf`` for an equation tolerance of None (off)."""
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
+        raise TypeError(f"max_iterations must be an int, got {max_iterations!r}")
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
+    if not (isinstance(tolerance, (int, float)) and tolerance > 0):
+        raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+    if equation_tolerance is None:
+        return float(tolerance), math.inf
+    if not (isinstance(equation_tolerance, (int, float)) and equation_tolerance > 0):
+        raise ValueError(
+            f"equation_tolerance must be a positive number or None, got {equation_tolerance!r}"
+        )
+    return float(tolerance), float(equation_tolerance)
 
 
 class BaseSolver:

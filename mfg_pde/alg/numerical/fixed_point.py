@@ -11,7 +11,7 @@ import numpy as np
 
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
-from mfg_pde.alg.numerical._base import compiled_program
+from mfg_pde.alg.numerical._base import check_solve_arguments, compiled_program
 from mfg_pde.alg.numerical._residual import make_equation_residual, residual_norms
 from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver, make_fp_march
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
@@ -271,19 +271,7 @@ class FixedPointIterator:
         when the iteration cap is reached, values stop being finite, or the callback
         stopped it.
         """
-        if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
-            raise TypeError(f"max_iterations must be an int, got {max_iterations!r}")
-        if max_iterations < 1:
-            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
-        if not (isinstance(tolerance, (int, float)) and tolerance > 0):
-            raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
-        if equation_tolerance is None:
-            equation_tolerance = math.inf
-        elif not (isinstance(equation_tolerance, (int, float)) and equation_tolerance > 0):
-            raise ValueError(
-                f"equation_tolerance must be a positive number or None, got {equation_tolerance!r}"
-            )
-        tolerances = (float(tolerance), float(equation_tolerance))
+        tolerances = check_solve_arguments(max_iterations, tolerance, equation_tolerance)
         notes: list[str] = []
         if self.anderson_on_u_only:
             msg = (

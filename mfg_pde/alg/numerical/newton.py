@@ -12,7 +12,7 @@ import scipy.sparse.linalg as spla
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
 from mfg_pde.alg.numerical import _stencils as st
-from mfg_pde.alg.numerical._base import problem_arrays
+from mfg_pde.alg.numerical._base import check_solve_arguments, problem_arrays
 from mfg_pde.alg.numerical._coupling import coupling_jacobian
 from mfg_pde.alg.numerical._residual import make_equation_residual
 from mfg_pde.backends import BaseBackend, create_backend
@@ -240,12 +240,7 @@ class NewtonSolver:
             residual histories and the line search's step lengths. ``converged``
             means the full problem's equations hold to ``tolerance``.
         """
-        if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
-            raise TypeError(f"max_iterations must be an int, got {max_iterations!r}")
-        if max_iterations < 1:
-            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
-        if not (isinstance(tolerance, (int, float)) and tolerance > 0):
-            raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+        check_solve_arguments(max_iterations, tolerance)
         p = self.problem
         start = time.perf_counter()
         timings: dict[str, float] = {"initial": 0.0, "jacobian": 0.0, "linear_solve": 0.0}
