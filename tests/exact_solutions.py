@@ -81,6 +81,24 @@ class LinearQuadratic:
     def initial_density(self, x):
         return np.exp(-0.5 * (x - self.mu0) ** 2 / self.s0)
 
+    def problem(self, Nx: int, Nt: int, xmin: float = -2.5, xmax: float = 2.5):
+        """The MFGProblem on [xmin, xmax] (no-flux; the default box is wide enough that
+        the walls do not matter) whose exact solution this is, away from the walls."""
+        from mfg_pde import MFGProblem
+
+        return MFGProblem(
+            xmin=xmin,
+            xmax=xmax,
+            Nx=Nx,
+            Nt=Nt,
+            T=self.T,
+            sigma=self.sigma,
+            control_cost=self.control_cost,
+            running_cost=self.running_cost,
+            terminal_cost=self.terminal_cost,
+            initial_density=self.initial_density,
+        )
+
     def value(self, t, x):
         t = np.asarray(t)[:, None]
         b = np.array([self._fwd.sol(ti)[0] for ti in t[:, 0]])[:, None]

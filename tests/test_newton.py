@@ -214,18 +214,7 @@ def test_newton_with_a_nonlocal_coupling_matches_the_fixed_point():
     """A nonlocal running cost (through the mean of m) gives dense coupling blocks;
     Newton and Anderson then agree on the LQ problem of DESIGN.md §4."""
     lq = LinearQuadratic()
-    p = MFGProblem(
-        xmin=-2.5,
-        xmax=2.5,
-        Nx=51,
-        Nt=20,
-        T=lq.T,
-        sigma=lq.sigma,
-        control_cost=lq.control_cost,
-        running_cost=lq.running_cost,
-        terminal_cost=lq.terminal_cost,
-        initial_density=lq.initial_density,
-    )
+    p = lq.problem(51, 20)
     newton = NewtonSolver(p).solve(tolerance=1e-10)
     reference = fixed_point(p, use_anderson=True).solve(
         max_iterations=200, tolerance=1e-12, equation_tolerance=1e-10

@@ -57,18 +57,7 @@ def test_linear_quadratic_converges_at_first_order(backend):
     """
     h, err_u, err_m = [], [], []
     for Nx, Nt in LQ_GRIDS:
-        problem = MFGProblem(
-            xmin=-2.5,
-            xmax=2.5,
-            Nx=Nx,
-            Nt=Nt,
-            T=LQ.T,
-            sigma=LQ.sigma,
-            control_cost=LQ.control_cost,
-            running_cost=LQ.running_cost,
-            terminal_cost=LQ.terminal_cost,
-            initial_density=LQ.initial_density,
-        )
+        problem = LQ.problem(Nx, Nt)
         result = solve_mfg(
             problem, backend=backend, use_anderson=True, tolerance=1e-10, max_iterations=100
         )
