@@ -86,7 +86,6 @@ class HJBFDMSolver(BaseSolver):
     def _build(self) -> None:
         self._arrays = self.problem_arrays()
         self._newton_count = min(SYNC_FREE_NEWTON_ITERATIONS, self.max_newton_iterations)
-        self._programs: dict[Any, Any] = {}
 
     def march_program(self, newton_count: int | None = None) -> Any:
         """The compiled march ``(arrays, M, U_guess) -> (U, failures, most)`` (see
