@@ -11,20 +11,20 @@ import numpy as np
 BOUNDARIES = ("noflux", "periodic")
 
 
-def _default_running_cost(x: Any, m: Any, t: Any) -> Any:
-    return 0.2 * m
+def _default_running_cost(*coords_m_t: Any) -> Any:
+    return 0.2 * coords_m_t[-2]
 
 
-def _default_terminal_cost(x: np.ndarray) -> np.ndarray:
-    return 2.0 * (x - 0.8) ** 2
+def _default_terminal_cost(*coords: np.ndarray) -> np.ndarray:
+    return 2.0 * sum((c - 0.8) ** 2 for c in coords)
 
 
-def _default_initial_density(x: np.ndarray) -> np.ndarray:
-    return np.exp(-50.0 * (x - 0.3) ** 2)
+def _default_initial_density(*coords: np.ndarray) -> np.ndarray:
+    return np.exp(-50.0 * sum((c - 0.3) ** 2 for c in coords))
 
 
 class MFGProblem:
-    r"""A one-dimensional Mean Field Game with quadratic Hamiltonian.
+    r"""A Mean Field Game on an interval or a rectangle, with quadratic Hamiltonian.
 
     Solves on :math:`[x_{min}, x_{max}] \times [0, T]`
 
@@ -42,6 +42,15 @@ class MFGProblem:
     head for x = 0.8 (terminal cost ``2 (x - 0.8)^2``) and dislike crowds
     (running cost ``0.2 m``), with σ = 0.2 on [0, 1], T = 1, 101 points and 50 steps.
     ``MFGProblem(Nx=50, Nt=20, T=0.5)`` is the same game, coarser and shorter.
+
+    In two dimensions, with ``domain=[(xmin, xmax), (ymin, ymax)]`` and ``Nx=(nx, ny)``
+    (an int means the same count on both axes) the grid is the tensor product of the two axes' grids
+    (each built as ``Nx`` above, per its own boundary), ``problem.x`` and ``problem.y``
+    are the axes and the arrays have shape ``(nx, ny)`` (``indexing="ij"``: the first
+    index is x). The callables then take both coordinates, as arrays of the grid's
+    shape: ``running_cost(x, y, m, t, **cost_parameters)``, ``terminal_cost(x, y)``,
+    ``initial_density(x, y)``. The density is normalised to ``sum(m0) * dx * dy = 1``.
+    The Hamiltonian is ``|∇u|² / (2λ)`` and the diffusion ``ν Δ``.
 
     Parameters
     ----------
@@ -69,13 +78,19 @@ class MFGProblem:
     initial_density : callable ``m0(x)`` or array (Nx,)
         Evaluated once on the host; nonnegative with positive mass. It is normalised to
         ``sum(m0) * dx = 1`` (the mass the finite-difference schemes conserve).
-    boundary : {"noflux", "periodic"}
+    boundary : {"noflux", "periodic"} or a pair of them
+        One for every axis, or a pair ``(boundary_x, boundary_y)`` in 2D.
     cost_parameters : dict[str, float], optional
         Named scalars passed to the running cost as keyword arguments,
         ``f(x, m, t, **cost_parameters)``. Values given here (rather than written into the
         callable) are arguments of the compiled programs: problems that differ only in
         them share one compilation, and :func:`mfg_pde.solve_mfg_batch` can sweep them.
         Example: ``running_cost=lambda x, m, t, c: c * m, cost_parameters={"c": 0.5}``.
+    domain : sequence of (lo, hi) pairs, optional
+        ``[(xmin, xmax), (ymin, ymax)]`` makes a two-dimensional problem on that
+        rectangle (then leave ``xmin``, ``xmax`` at their defaults); one pair is the
+        same as ``xmin``, ``xmax``.
+
     """
 
     def __init__(
@@ -90,14 +105,16 @@ class MFGProblem:
         running_cost: Callable | None = None,
         terminal_cost: Callable | np.ndarray | None = None,
         initial_density: Callable | np.ndarray | None = None,
-        boundary: str = "noflux",
+        boundary: str | tuple[str, str] = "noflux",
         cost_parameters: dict[str, float] | None = None,
+        domain: Any = None,
     ) -> None:
-        self.xmin = _finite_float("xmin", xmin)
-        self.xmax = _finite_float("xmax", xmax)
-        if not self.xmax > self.xmin:
-            raise ValueError(f"xmax must be greater than xmin, got xmin={xmin!r}, xmax={xmax!r}")
-        self.Nx = _int_at_least("Nx", Nx, 3)
+        bounds = _domain(domain, xmin, xmax)
+        self.dim = len(bounds)
+        self.bounds = bounds
+        self.xmin, self.xmax = bounds[0]
+        self.grid_shape = _grid_shape(Nx, self.dim)
+        self.Nx = self.grid_shape[0] if self.dim == 1 else self.grid_shape
         self.Nt = _int_at_least("Nt", Nt, 1)
         self.T = _finite_float("T", T)
         if self.T <= 0:
@@ -108,18 +125,28 @@ class MFGProblem:
         self.control_cost = _finite_float("control_cost", control_cost)
         if self.control_cost <= 0:
             raise ValueError(f"control_cost must be positive, got control_cost={control_cost!r}")
-        if boundary not in BOUNDARIES:
-            raise ValueError(f"boundary must be one of {BOUNDARIES}, got boundary={boundary!r}")
-        self.boundary = boundary
+        self.boundaries = _boundaries(boundary, self.dim)
+        self.boundary = self.boundaries[0] if len(set(self.boundaries)) == 1 else self.boundaries
         self.cost_parameters = _cost_parameters(cost_parameters)
 
-        length = self.xmax - self.xmin
-        if boundary == "periodic":
-            self.dx = length / self.Nx
-            self.x = self.xmin + self.dx * np.arange(self.Nx)
-        else:
-            self.dx = length / (self.Nx - 1)
-            self.x = np.linspace(self.xmin, self.xmax, self.Nx)
+        axes, spacing = [], []
+        for (lo, hi), n, kind in zip(bounds, self.grid_shape, self.boundaries, strict=True):
+            if kind == "periodic":
+                spacing.append((hi - lo) / n)
+                axes.append(lo + spacing[-1] * np.arange(n))
+            else:
+                spacing.append((hi - lo) / (n - 1))
+                axes.append(np.linspace(lo, hi, n))
+        self.axes = tuple(axes)
+        self.spacing = tuple(spacing)
+        self.x, self.dx = self.axes[0], self.spacing[0]
+        if self.dim == 2:
+            self.y, self.dy = self.axes[1], self.spacing[1]
+            self.ymin, self.ymax = bounds[1]
+        #: Coordinate arrays of the grid's shape: what the callables receive.
+        self.coords = tuple(np.meshgrid(*self.axes, indexing="ij"))
+        #: ``dx`` in 1D, ``dx * dy`` in 2D: the mass is ``sum(m) * cell_volume``.
+        self.cell_volume = float(np.prod(self.spacing))
         self.dt = self.T / self.Nt
         self.t = np.linspace(0.0, self.T, self.Nt + 1)
 
@@ -137,9 +164,9 @@ class MFGProblem:
         if np.any(m0 < 0):
             raise ValueError(
                 f"initial_density must be nonnegative; min value {m0.min():.3g} "
-                f"at x={self.x[np.argmin(m0)]:.6g}"
+                f"at {self._where(np.argmin(m0))}"
             )
-        mass = m0.sum() * self.dx
+        mass = m0.sum() * self.cell_volume
         if not mass > 0:
             raise ValueError("initial_density has zero mass on the grid")
         self.m0 = m0 / mass
@@ -155,21 +182,29 @@ class MFGProblem:
         return self.xmax - self.xmin
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """Shape ``(Nt + 1, Nx)`` of the solution arrays U and M."""
-        return (self.Nt + 1, self.Nx)
+    def shape(self) -> tuple[int, ...]:
+        """Shape ``(Nt + 1, Nx)`` (2D: ``(Nt + 1, nx, ny)``) of the solution arrays U, M."""
+        return (self.Nt + 1, *self.grid_shape)
+
+    @property
+    def periodic(self) -> tuple[bool, ...]:
+        """Per axis, whether it is periodic."""
+        return tuple(kind == "periodic" for kind in self.boundaries)
 
     def parameters(self) -> dict[str, Any]:
         """The scalar parameters, for saving and printing."""
+        if self.dim == 1:
+            space: dict[str, Any] = {"xmin": self.xmin, "xmax": self.xmax, "Nx": self.Nx}
+        else:
+            space = {"domain": [list(b) for b in self.bounds], "Nx": list(self.grid_shape)}
+        boundary = self.boundary if isinstance(self.boundary, str) else list(self.boundary)
         return {
-            "xmin": self.xmin,
-            "xmax": self.xmax,
-            "Nx": self.Nx,
+            **space,
             "T": self.T,
             "Nt": self.Nt,
             "sigma": self.sigma,
             "control_cost": self.control_cost,
-            "boundary": self.boundary,
+            "boundary": boundary,
             "cost_parameters": dict(self.cost_parameters),
         }
 
@@ -179,8 +214,12 @@ class MFGProblem:
         ``problem.replace(sigma=0.3)``; a cost parameter by its name:
         ``problem.replace(c=0.8)`` when ``cost_parameters`` has ``"c"``.
         """
+        params = self.parameters()
+        if self.dim == 2:
+            params["Nx"] = tuple(params["Nx"])
+            params["boundary"] = self.boundary
         kwargs = {
-            **{k: v for k, v in self.parameters().items() if k != "cost_parameters"},
+            **{k: v for k, v in params.items() if k != "cost_parameters"},
             "running_cost": self.running_cost,
             "terminal_cost": self.terminal_cost,
             "initial_density": self.initial_density,
@@ -203,33 +242,89 @@ class MFGProblem:
         args = ", ".join(f"{k}={v!r}" for k, v in self.parameters().items())
         return f"MFGProblem({args})"
 
+    def _where(self, flat_index: int) -> str:
+        """``"x=0.3"`` or ``"x=0.3, y=0.5"``: the grid point of a flat index, for errors."""
+        index = np.unravel_index(flat_index, self.grid_shape)
+        return ", ".join(
+            f"{name}={axis[i]:.6g}" for name, axis, i in zip("xy", self.axes, index, strict=False)
+        )
+
     def _on_grid(self, name: str, value: Any) -> np.ndarray:
-        arr = value(self.x.copy()) if callable(value) else value
+        arr = value(*(c.copy() for c in self.coords)) if callable(value) else value
         arr = np.asarray(arr, dtype=np.float64)
         if arr.ndim == 0:
-            arr = np.full(self.Nx, float(arr))
-        if arr.shape != (self.Nx,):
-            raise ValueError(f"{name} must give shape ({self.Nx},) on the grid, got {arr.shape}")
+            arr = np.full(self.grid_shape, float(arr))
+        if arr.shape != self.grid_shape:
+            raise ValueError(
+                f"{name} must give shape {self.grid_shape} on the grid, got {arr.shape}"
+            )
         if not np.all(np.isfinite(arr)):
-            bad = np.flatnonzero(~np.isfinite(arr))[0]
-            raise ValueError(f"{name} is not finite at x={self.x[bad]:.6g} (value {arr[bad]})")
+            bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+            raise ValueError(f"{name} is not finite at {self._where(bad)} (value {arr.flat[bad]})")
         return arr
 
     def _check_running_cost(self) -> None:
+        names = "x, m, t" if self.dim == 1 else "x, y, m, t"
         try:
-            f = self.running_cost(self.x.copy(), self.m0.copy(), 0.0, **self.cost_parameters)
+            f = self.running_cost(
+                *(c.copy() for c in self.coords), self.m0.copy(), 0.0, **self.cost_parameters
+            )
         except Exception as err:
             raise TypeError(
-                "running_cost(x, m, t, **cost_parameters) failed on the grid with NumPy "
-                f"arrays (x and m of shape ({self.Nx},), t a float): {err}"
+                f"running_cost({names}, **cost_parameters) failed on the grid with NumPy "
+                f"arrays (coordinates and m of shape {self.grid_shape}, t a float): {err}"
             ) from err
         f = np.asarray(f, dtype=np.float64)
-        if f.shape not in ((), (self.Nx,)):
+        if f.shape not in ((), self.grid_shape):
             raise ValueError(
-                f"running_cost must return a scalar or shape ({self.Nx},), got {f.shape}"
+                f"running_cost must return a scalar or shape {self.grid_shape}, got {f.shape}"
             )
         if not np.all(np.isfinite(f)):
             raise ValueError("running_cost returned non-finite values at t=0 with m = m0")
+
+
+def _domain(domain: Any, xmin: Any, xmax: Any) -> tuple[tuple[float, float], ...]:
+    """The ``(lo, hi)`` pairs of the axes, checked: from ``domain`` or ``xmin, xmax``."""
+    if domain is None:
+        pairs = [(xmin, xmax)]
+    else:
+        if (xmin, xmax) != (0.0, 1.0):
+            raise TypeError("give either domain=[(xmin, xmax), ...] or xmin/xmax, not both")
+        try:
+            pairs = [tuple(pair) for pair in domain]
+        except TypeError:
+            raise TypeError(
+                f"domain must be a sequence of (lo, hi) pairs, got {domain!r}"
+            ) from None
+        if len(pairs) not in (1, 2) or any(len(pair) != 2 for pair in pairs):
+            raise ValueError(f"domain must be one or two (lo, hi) pairs (1D or 2D), got {domain!r}")
+    out = []
+    for name, (lo, hi) in zip("xy", pairs, strict=False):
+        lo = _finite_float(f"{name}min", lo)
+        hi = _finite_float(f"{name}max", hi)
+        if not hi > lo:
+            raise ValueError(f"{name}max must be greater than {name}min, got ({lo!r}, {hi!r})")
+        out.append((lo, hi))
+    return tuple(out)
+
+
+def _grid_shape(Nx: Any, dim: int) -> tuple[int, ...]:
+    if isinstance(Nx, (tuple, list)):
+        if len(Nx) != dim:
+            raise ValueError(f"Nx must give {dim} grid size(s) for a {dim}D domain, got {Nx!r}")
+        return tuple(_int_at_least(f"Nx[{i}]", n, 3) for i, n in enumerate(Nx))
+    return (_int_at_least("Nx", Nx, 3),) * dim
+
+
+def _boundaries(boundary: Any, dim: int) -> tuple[str, ...]:
+    kinds = (boundary,) * dim if isinstance(boundary, str) else tuple(boundary)
+    if len(kinds) != dim or any(kind not in BOUNDARIES for kind in kinds):
+        raise ValueError(
+            f"boundary must be one of {BOUNDARIES}"
+            + (" or a pair of them (one per axis)" if dim == 2 else "")
+            + f", got boundary={boundary!r}"
+        )
+    return kinds
 
 
 def _cost_parameters(value: Any) -> dict[str, float]:
@@ -241,8 +336,8 @@ def _cost_parameters(value: Any) -> dict[str, float]:
     for name, v in value.items():
         if not (isinstance(name, str) and name.isidentifier()):
             raise ValueError(f"cost_parameters keys must be identifiers, got {name!r}")
-        if name in ("x", "m", "t"):
-            raise ValueError(f"cost parameter name {name!r} clashes with f(x, m, t)")
+        if name in ("x", "y", "m", "t"):
+            raise ValueError(f"cost parameter name {name!r} clashes with f(x, [y,] m, t)")
         out[name] = _finite_float(f"cost_parameters[{name!r}]", v)
     return out
 
