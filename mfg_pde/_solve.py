@@ -90,6 +90,13 @@ def solve_mfg(
 
 def _solve_newton_or_auto(problem, method, backend, options):
     from mfg_pde._auto import solve_auto
+
+    if getattr(problem, "dim", 1) != 1:
+        raise NotImplementedError(
+            f"method={method!r} needs the Newton solver, which is one-dimensional; for this "
+            "2D problem use method='fdm' (or 'particle'), optionally with use_anderson=True "
+            "and adaptive_damping=True"
+        )
     from mfg_pde.alg.numerical import NewtonSolver
 
     allowed = _NEWTON_OPTIONS + _NEWTON_SOLVE_OPTIONS if method == "newton" else _AUTO_OPTIONS

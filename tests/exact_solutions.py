@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -211,3 +211,66 @@ class TravellingWave:
             initial_density=lambda x: self.density(0.0, x),
             boundary="periodic",
         )
+
+
+@dataclass
+class LinearQuadratic2D:
+    r"""The 2D linear-quadratic MFG: the sum of two 1D ones (one per axis).
+
+    With ``f(x, y, m, t) = f_x(x, mean_x m) + f_y(y, mean_y m)`` and
+    ``g = g_x(x) + g_y(y)``, ``m0 = m0_x(x) m0_y(y)``, the pair
+    ``u = u_x(t, x) + u_y(t, y)``, ``m = m_x(t, x) m_y(t, y)`` solves the 2D system:
+    the HJB equation is additive (``Δu = u_x'' + u_y''``, ``|∇u|² = u_x'^2 + u_y'^2``),
+    the drift ``-∇u/λ`` has x-part depending on x only and y-part on y only, so the FP
+    equation splits into the two 1D ones for the product density, and the means of
+    ``m`` along x and y are those of ``m_x`` and ``m_y``. Each 1D part is
+    :class:`LinearQuadratic` (same T, σ, λ).
+    """
+
+    x_part: LinearQuadratic = field(default_factory=LinearQuadratic)
+    y_part: LinearQuadratic = field(
+        default_factory=lambda: LinearQuadratic(q=2.0, x_q=-0.2, kappa=0.5, x_T=-0.4, mu0=0.2)
+    )
+
+    def running_cost(self, x, y, m, t):
+        dx, dy = x[1, 0] - x[0, 0], y[0, 1] - y[0, 0]
+        mass = m.sum() * dx * dy
+        mean_x = (x * m).sum() * dx * dy / mass
+        mean_y = (y * m).sum() * dx * dy / mass
+        px, py = self.x_part, self.y_part
+        return (
+            0.5 * px.q * (x - px.x_q) ** 2
+            + 0.5 * px.kappa * (x - mean_x) ** 2
+            + 0.5 * py.q * (y - py.x_q) ** 2
+            + 0.5 * py.kappa * (y - mean_y) ** 2
+        )
+
+    def terminal_cost(self, x, y):
+        return self.x_part.terminal_cost(x) + self.y_part.terminal_cost(y)
+
+    def initial_density(self, x, y):
+        return self.x_part.initial_density(x) * self.y_part.initial_density(y)
+
+    def problem(self, N: int, Nt: int, box: float = 2.0):
+        """The MFGProblem on [-box, box]^2 with N x N points (no-flux)."""
+        from mfg_pde import MFGProblem
+
+        p = self.x_part
+        return MFGProblem(
+            domain=[(-box, box), (-box, box)],
+            Nx=(N, N),
+            Nt=Nt,
+            T=p.T,
+            sigma=p.sigma,
+            control_cost=p.control_cost,
+            running_cost=self.running_cost,
+            terminal_cost=self.terminal_cost,
+            initial_density=self.initial_density,
+        )
+
+    def value(self, t, x, y):
+        """Exact u on the levels ``t`` and axes ``x``, ``y``: shape (len(t), len(x), len(y))."""
+        return self.x_part.value(t, x)[:, :, None] + self.y_part.value(t, y)[:, None, :]
+
+    def density(self, t, x, y):
+        return self.x_part.density(t, x)[:, :, None] * self.y_part.density(t, y)[:, None, :]

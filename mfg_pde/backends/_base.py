@@ -172,6 +172,16 @@ class BaseBackend(abc.ABC):
         All four arguments have the same shape ``(..., n)``.
         """
 
+    def factor_tridiagonal(self, lower: Any, diag: Any, upper: Any) -> Callable[[Any], Any]:
+        """``rhs -> x`` solving the (batched) systems of :meth:`solve_tridiagonal`, for
+        matrices used with many right-hand sides (the 2D line preconditioner).
+
+        Backends that can factor once and solve cheaply override this (numpy); the
+        default calls :meth:`solve_tridiagonal` each time. The matrices must be
+        diagonally dominant where a backend factors without pivoting (numba's Thomas).
+        """
+        return lambda rhs: self.solve_tridiagonal(lower, diag, upper, rhs)
+
     def solve_cyclic_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
         """Solve periodic tridiagonal systems (Sherman–Morrison on two tridiagonal solves).
 

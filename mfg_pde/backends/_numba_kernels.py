@@ -1,4 +1,5 @@
-"""Numba kernels for the per-particle work: linear binning and uniform-grid interpolation.
+"""Numba kernels for the per-particle work (linear binning, uniform-grid interpolation)
+and for tridiagonal systems solved with many right-hand sides.
 
 Used by the numba backend, and by the numpy backend when numba is installed (the numpy
 backend falls back to ``np.bincount`` and vectorised NumPy otherwise). Importing this
@@ -82,3 +83,30 @@ def fold_into_interval(x, lo, hi, periodic, out):  # pragma: no cover - compiled
         else:
             y = (v - lo) * (0.5 / length)
             out[k] = hi - abs((2.0 * length) * (y - math.floor(y)) - length)
+
+
+@numba.njit(cache=True)
+def thomas_factor(lower, diag, upper, c_prime, inverse):  # pragma: no cover - compiled
+    """The Thomas elimination of one long system: ``c'`` and the inverse pivots.
+
+    Many independent systems are passed as one, concatenated with ``lower = 0`` at the
+    start and ``upper = 0`` at the end of each (no coupling across). No pivoting: for
+    the diagonally dominant M-matrices the schemes produce, Thomas is stable.
+    """
+    n = diag.shape[0]
+    inverse[0] = 1.0 / diag[0]
+    c_prime[0] = upper[0] * inverse[0]
+    for i in range(1, n):
+        inverse[i] = 1.0 / (diag[i] - lower[i] * c_prime[i - 1])
+        c_prime[i] = upper[i] * inverse[i]
+
+
+@numba.njit(cache=True)
+def thomas_solve(lower, c_prime, inverse, rhs, out):  # pragma: no cover - compiled
+    """Forward and back substitution with the factors of :func:`thomas_factor`."""
+    n = rhs.shape[0]
+    out[0] = rhs[0] * inverse[0]
+    for i in range(1, n):
+        out[i] = (rhs[i] - lower[i] * out[i - 1]) * inverse[i]
+    for i in range(n - 2, -1, -1):
+        out[i] -= c_prime[i] * out[i + 1]

@@ -7,6 +7,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+import numpy as np
+
 from mfg_pde._problem import MFGProblem
 from mfg_pde.backends import BaseBackend, create_backend
 
@@ -111,15 +113,21 @@ def problem_arrays(problem: MFGProblem, backend: BaseBackend) -> dict[str, Any]:
     Scalars stay Python floats: a jitted function treats them as traced arguments, so
     their values never enter the compiled code.
     """
+    from mfg_pde.alg.numerical._grid2d import counts_on
     from mfg_pde.alg.numerical._stencils import neighbour_counts, scheme_constants
 
     p = problem
+    if p.dim == 2:
+        counts = counts_on(backend, p.grid_shape, p.periodic)
+    else:
+        counts = backend.from_numpy(neighbour_counts(p.Nx, p.boundary == "periodic"))
     return {
         "c": scheme_constants(p),
         "x": backend.from_numpy(p.x),
+        "coords": tuple(backend.from_numpy(np.ascontiguousarray(c)) for c in p.coords),
         "t": backend.from_numpy(p.t),
         "g": backend.from_numpy(p.g),
         "m0": backend.from_numpy(p.m0),
-        "counts": backend.from_numpy(neighbour_counts(p.Nx, p.boundary == "periodic")),
+        "counts": counts,
         "cost": {k: float(v) for k, v in p.cost_parameters.items()},
     }

@@ -20,27 +20,50 @@ from __future__ import annotations
 
 from typing import Any
 
+from mfg_pde.alg.numerical import _grid2d as g2
 from mfg_pde.alg.numerical import _stencils as st
 from mfg_pde.backends import BaseBackend
 
 
-def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: bool):
-    """A pure ``(arrays, U, M) -> (F, G)``, each of shape ``(Nt, Nx)`` (see module doc).
+def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: Any):
+    """A pure ``(arrays, U, M) -> (F, G)``, each of shape ``(Nt, *grid)`` (see module doc).
 
     ``arrays`` is :func:`~mfg_pde.alg.numerical._base.problem_arrays`; ``U`` and ``M``
-    have shape ``(Nt + 1, Nx)`` and their end levels ``U[-1]``, ``M[0]`` are taken as
+    have shape ``(Nt + 1, *grid)`` and their end levels ``U[-1]``, ``M[0]`` are taken as
     given (they are ``g`` and ``m0`` for every iterate the solvers produce).
+    ``periodic``: a bool in 1D, a pair of them (per axis) in 2D.
     """
     b, xp = backend, backend.xp
 
-    def residual(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
-        c, x, cost = arrays["c"], arrays["x"], arrays["cost"]
-        zero = xp.zeros_like(x)
+    def running_costs(arrays: dict, M: Any) -> Any:
+        coords, cost = arrays["coords"], arrays["cost"]
+        zero = xp.zeros_like(coords[0])
         _, f = b.scan(
-            lambda carry, inputs: (carry, zero + running_cost(x, inputs[0], inputs[1], **cost)),
+            lambda carry, inputs: (
+                carry,
+                zero + running_cost(*coords, inputs[0], inputs[1], **cost),
+            ),
             0.0,
             (M[1:], arrays["t"][1:]),
         )
+        return f
+
+    if isinstance(periodic, tuple):
+
+        def residual_2d(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
+            c = arrays["c"]
+            f = running_costs(arrays, M)
+            hamiltonian, diffusion, lines = g2.hjb_terms(xp, U[:-1], c, arrays["counts"], periodic)
+            F = (U[:-1] - U[1:]) / c.dt - diffusion + hamiltonian - f
+            transposed = g2.transpose_lines(xp, lines)
+            G = g2.apply(xp, 1.0 / c.dt, transposed, periodic, M[1:]) - M[:-1] / c.dt
+            return F, G
+
+        return residual_2d
+
+    def residual(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
+        c = arrays["c"]
+        f = running_costs(arrays, M)
         a, bb, d = st.upwind_derivatives(xp, U[:-1], c, periodic)
         hamiltonian = (0.5 * c.control_cost) * (a * a + bb * bb)
         diffusion = (c.nu / c.dx) * (d[..., 1:] - d[..., :-1])

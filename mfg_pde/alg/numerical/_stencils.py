@@ -43,11 +43,38 @@ class SchemeConstants(NamedTuple):
     dt: Any
     nu: Any
     control_cost: Any
+    dy: Any = None  # the y spacing of a 2D grid
 
 
 def scheme_constants(problem: Any) -> SchemeConstants:
-    """The problem's ``dx``, ``dt``, ``ν = σ²/2`` and ``λ`` as floats."""
-    return SchemeConstants(problem.dx, problem.dt, problem.nu, problem.control_cost)
+    """The problem's ``dx``, ``dt``, ``ν = σ²/2``, ``λ`` (and ``dy`` in 2D) as floats."""
+    dy = problem.spacing[1] if problem.dim == 2 else None
+    return SchemeConstants(problem.dx, problem.dt, problem.nu, problem.control_cost, dy)
+
+
+def along(ndim: int, axis: int, index: Any) -> tuple:
+    """An index tuple that applies ``index`` (a slice) along ``axis`` of an ``ndim`` array."""
+    out = [slice(None)] * ndim
+    out[axis] = index
+    return tuple(out)
+
+
+def axis_upwind(xp: Any, u: Any, h: Any, control_cost: Any, periodic: bool, axis: int = -1):
+    """:func:`upwind_derivatives` along ``axis`` with spacing ``h``; returns ``(a, b, d)``.
+
+    ``d`` has one more entry than ``u`` along ``axis`` (the differences between ghost-
+    padded neighbours); ``a``, ``b`` have ``u``'s shape.
+    """
+    nd = u.ndim
+    first, last = u[along(nd, axis, slice(0, 1))], u[along(nd, axis, slice(-1, None))]
+    if periodic:
+        padded = xp.concat([last, u, first], axis=axis)
+    else:  # reflecting ghosts u_{-1} = u_0, u_N = u_{N-1}
+        padded = xp.concat([first, u, last], axis=axis)
+    d = (padded[along(nd, axis, slice(1, None))] - padded[along(nd, axis, slice(None, -1))]) / h
+    a = xp.minimum(d[along(nd, axis, slice(1, None))], 0.0) / control_cost
+    b = xp.maximum(d[along(nd, axis, slice(None, -1))], 0.0) / control_cost
+    return a, b, d
 
 
 def upwind_derivatives(xp: Any, u: Any, c: SchemeConstants, periodic: bool):
@@ -59,16 +86,10 @@ def upwind_derivatives(xp: Any, u: Any, c: SchemeConstants, periodic: bool):
 
     Returns ``(a, b, d)``: ``a = dH/dp+ = min(p+, 0)/λ <= 0``, ``b = dH/dp- = max(p-, 0)/λ
     >= 0`` and the differences ``d`` with ``p- = d[..., :-1]``, ``p+ = d[..., 1:]``; then
-    ``H = λ (a² + b²) / 2``. Works on any leading (time) axes.
+    ``H = λ (a² + b²) / 2``. Works on any leading (time) axes; the 2D scheme applies it
+    per axis (:func:`axis_upwind`).
     """
-    if periodic:
-        padded = xp.concat([u[..., -1:], u, u[..., :1]], axis=-1)
-    else:  # reflecting ghosts u_{-1} = u_0, u_N = u_{N-1}
-        padded = xp.concat([u[..., :1], u, u[..., -1:]], axis=-1)
-    d = (padded[..., 1:] - padded[..., :-1]) / c.dx
-    a = xp.minimum(d[..., 1:], 0.0) / c.control_cost
-    b = xp.maximum(d[..., :-1], 0.0) / c.control_cost
-    return a, b, d
+    return axis_upwind(xp, u, c.dx, c.control_cost, periodic, axis=-1)
 
 
 def neighbour_counts(nx: int, periodic: bool) -> np.ndarray:
@@ -112,15 +133,19 @@ def transpose(xp: Any, lower: Any, diag: Any, upper: Any) -> tuple[Any, Any, Any
     return xp.roll(upper, 1, axis=-1), diag, xp.roll(lower, -1, axis=-1)
 
 
-def tridiagonal_matvec(xp: Any, lower: Any, diag: Any, upper: Any, v: Any, periodic: bool) -> Any:
-    """``A @ v`` for the (cyclic) tridiagonal ``A = (lower, diag, upper)``, along the last axis.
+def tridiagonal_matvec(
+    xp: Any, lower: Any, diag: Any, upper: Any, v: Any, periodic: bool, axis: int = -1
+) -> Any:
+    """``A @ v`` for the (cyclic) tridiagonal ``A = (lower, diag, upper)`` along ``axis``.
 
-    On no-flux grids ``lower[..., 0]`` and ``upper[..., -1]`` are not matrix entries
-    (:func:`hjb_jacobian_from_slopes`) and are ignored here, as the solvers ignore them.
+    On no-flux grids ``lower[0]`` and ``upper[-1]`` (along ``axis``) are not matrix
+    entries (:func:`hjb_jacobian_from_slopes`) and are ignored here, as the solvers
+    ignore them.
     """
     if periodic:
-        return lower * xp.roll(v, 1, axis=-1) + diag * v + upper * xp.roll(v, -1, axis=-1)
-    zero = xp.zeros_like(v[..., :1])
-    left = xp.concat([zero, v[..., :-1]], axis=-1)
-    right = xp.concat([v[..., 1:], zero], axis=-1)
+        return lower * xp.roll(v, 1, axis=axis) + diag * v + upper * xp.roll(v, -1, axis=axis)
+    nd = v.ndim
+    zero = xp.zeros_like(v[along(nd, axis, slice(0, 1))])
+    left = xp.concat([zero, v[along(nd, axis, slice(None, -1))]], axis=axis)
+    right = xp.concat([v[along(nd, axis, slice(1, None))], zero], axis=axis)
     return lower * left + diag * v + upper * right

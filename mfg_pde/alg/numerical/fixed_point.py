@@ -13,9 +13,9 @@ from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
 from mfg_pde.alg.numerical._base import check_solve_arguments, compiled_program
 from mfg_pde.alg.numerical._residual import make_equation_residual, residual_norms
-from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver, make_fp_march
+from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
-from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver, make_hjb_march
+from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
 from mfg_pde.backends import BaseBackend, create_backend
 from mfg_pde.utils.anderson_acceleration import AndersonAccelerator
 from mfg_pde.utils.progress import Callback, Progress
@@ -403,13 +403,13 @@ class FixedPointIterator:
 
     def _initial_state(self, backend: BaseBackend, arrays: dict, max_iterations: int):
         xp, p = backend.xp, self.problem
-        U = xp.broadcast_to(arrays["g"][None, :], p.shape) + 0.0
-        M = xp.broadcast_to(arrays["m0"][None, :], p.shape) + 0.0
+        U = xp.broadcast_to(arrays["g"][None, ...], p.shape) + 0.0
+        M = xp.broadcast_to(arrays["m0"][None, ...], p.shape) + 0.0
         dev = backend._device_kw()
         accelerator = self._accelerator(backend)
         anderson = None
         if accelerator is not None:
-            size = p.shape[0] * p.shape[1]
+            size = math.prod(p.shape)
             anderson = accelerator.init(size if self.anderson_on_u_only else 2 * size)
         return IterationState(
             U=U,
@@ -453,13 +453,12 @@ class FixedPointIterator:
         when it was compiled before. ``arrays`` may carry a leading batch axis under
         ``jax.vmap`` (see :func:`mfg_pde.solve_mfg_batch`).
         """
-        b, p, hjb = self.backend, self.problem, self.hjb_solver
-        periodic = p.boundary == "periodic"
+        b, p, hjb, fp = self.backend, self.problem, self.hjb_solver, self.fp_solver
         key = (
             "fixed_point",
-            p.Nx,
+            p.grid_shape,
             p.Nt,
-            p.boundary,
+            p.boundaries,
             p.running_cost,
             tuple(p.cost_parameters),
             hjb.newton_tolerance,
@@ -467,16 +466,19 @@ class FixedPointIterator:
             *self._options_key(),
             max_iterations,
         )
+        if p.dim == 2:
+            key += (
+                hjb.krylov_tolerance,
+                hjb.max_krylov_iterations,
+                fp.krylov_tolerance,
+                fp.max_krylov_iterations,
+            )
 
         def build():
-            march = make_hjb_march(
-                b, p.running_cost, periodic, hjb.newton_tolerance, hjb.max_newton_iterations
-            )
+            march = hjb.make_march()
             hjb_march = lambda arrays, M, U: march(arrays, M, U)[:2]  # noqa: E731
-            residual = make_equation_residual(b, p.running_cost, periodic)
-            iteration = self._iteration(
-                b, hjb_march, make_fp_march(b, periodic), residual, max_iterations
-            )
+            residual = make_equation_residual(b, p.running_cost, _periodic(p))
+            iteration = self._iteration(b, hjb_march, fp.make_march(), residual, max_iterations)
 
             def run(arrays: dict, tolerance: Any, equation_tolerance: Any) -> IterationState:
                 state = self._initial_state(b, arrays, max_iterations)
@@ -527,8 +529,15 @@ class FixedPointIterator:
         p = self.problem
         residual, _ = compiled_program(
             b,
-            ("residual", p.Nx, p.Nt, p.boundary, p.running_cost, tuple(p.cost_parameters)),
-            lambda: make_equation_residual(b, p.running_cost, p.boundary == "periodic"),
+            (
+                "residual",
+                p.grid_shape,
+                p.Nt,
+                p.boundaries,
+                p.running_cost,
+                tuple(p.cost_parameters),
+            ),
+            lambda: make_equation_residual(b, p.running_cost, _periodic(p)),
         )
         iteration = self._iteration(b, hjb_march, fp_march, residual, max_iterations)
         state = self._initial_state(b, arrays, max_iterations)
@@ -576,7 +585,7 @@ class FixedPointIterator:
             n, i = _nonfinite_origin(b.to_numpy(state.bad), backward=status == NONFINITE_U)
             reason = (
                 f"non-finite values in {where} at iteration {k}, time index {n} "
-                f"(t={p.t[n]:.4g}), x index {i} (x={p.x[i]:.4g}); returning the last "
+                f"(t={p.t[n]:.4g}), grid index {i} ({p._where(i)}); returning the last "
                 "finite iterate"
             )
         newton_failures = int(b.to_numpy(state.newton_failures))
@@ -603,7 +612,12 @@ class FixedPointIterator:
             device=b.device,
             timings=timings,
             solver=self.name,
-            problem={**p.parameters(), "dx": p.dx, "dt": p.dt},
+            problem={
+                **p.parameters(),
+                "dx": p.dx,
+                **({"dy": p.dy} if p.dim == 2 else {}),
+                "dt": p.dt,
+            },
             warnings=notes,
             method=self.method,
         )
@@ -617,7 +631,7 @@ def _anderson_update(xp, accelerator, u_only, theta, s, U_hat, M_hat, adaptive=F
             s.anderson, xp.reshape(s.U, (-1,)), xp.reshape(U_hat, (-1,)), beta
         )
         return xp.reshape(U_next, shape), theta * M_hat + (1 - theta) * s.M, anderson
-    size = shape[0] * shape[1]
+    size = math.prod(shape)
     stacked, anderson = accelerator.step(
         s.anderson,
         xp.concat([xp.reshape(s.U, (-1,)), xp.reshape(s.M, (-1,))]),
@@ -641,12 +655,18 @@ def _relative_change(xp: Any, new: Any, old: Any) -> Any:
     return diff / xp.maximum(xp.sqrt(xp.sum(new**2)), 1e-300)
 
 
+def _periodic(problem: Any) -> Any:
+    """The ``periodic`` argument of the marches: a bool in 1D, a pair in 2D."""
+    return problem.periodic if problem.dim == 2 else problem.boundary == "periodic"
+
+
 def _nonfinite_origin(arr: np.ndarray, backward: bool) -> tuple[int, int]:
-    """(time index, x index) where a march first produced NaN/inf.
+    """(time index, flat grid index) where a march first produced NaN/inf.
 
     A forward march's first bad level is the earliest, a backward one's the latest.
     """
-    bad = np.argwhere(~np.isfinite(arr))
+    flat = arr.reshape(arr.shape[0], -1)
+    bad = np.argwhere(~np.isfinite(flat))
     level = bad[:, 0].max() if backward else bad[:, 0].min()
     n, i = bad[bad[:, 0] == level][0]
     return int(n), int(i)

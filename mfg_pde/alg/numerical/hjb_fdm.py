@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from mfg_pde._problem import MFGProblem
+from mfg_pde.alg.numerical import _grid2d as g2
 from mfg_pde.alg.numerical import _stencils as st
 from mfg_pde.alg.numerical._base import BaseSolver, compiled_program
 from mfg_pde.backends import BaseBackend
@@ -53,6 +54,21 @@ class HJBFDMSolver(BaseSolver):
         Relative tolerance of the Newton error estimate, in (0, 1).
     max_newton_iterations : int
         Cap per time step. Steps that hit it are counted in :attr:`last_newton_failures`.
+    krylov_tolerance : float
+        2D only: each Newton step's linear system (5-point, see
+        :mod:`~mfg_pde.alg.numerical._grid2d`) is solved by line-preconditioned BiCGSTAB
+        to ``krylov_tolerance`` times the size of the Newton residual (an inexact Newton
+        method: the outer Newton test decides when the step is solved).
+    max_krylov_iterations : int
+        2D only: BiCGSTAB iterations per linear solve.
+
+    Notes
+    -----
+    In 1D each Newton step is one tridiagonal solve. In 2D it is a Krylov solve whose
+    preconditioner is two batched tridiagonal solves (one along each axis), the same on
+    every backend; :attr:`last_krylov_iterations` counts the BiCGSTAB iterations of the
+    last march. A sparse direct solve (SuperLU) was measured slower at every size that
+    matters (docs/performance.md).
     """
 
     def __init__(
@@ -61,6 +77,8 @@ class HJBFDMSolver(BaseSolver):
         backend: str | BaseBackend | None = None,
         newton_tolerance: float = 1e-11,
         max_newton_iterations: int = 30,
+        krylov_tolerance: float = 1e-4,
+        max_krylov_iterations: int = 200,
     ) -> None:
         if not (isinstance(newton_tolerance, (int, float)) and 0 < newton_tolerance < 1):
             raise ValueError(f"newton_tolerance must be in (0, 1), got {newton_tolerance!r}")
@@ -68,9 +86,18 @@ class HJBFDMSolver(BaseSolver):
             raise TypeError(f"max_newton_iterations must be an int, got {max_newton_iterations!r}")
         if max_newton_iterations < 1:
             raise ValueError(f"max_newton_iterations must be >= 1, got {max_newton_iterations}")
+        if not (isinstance(krylov_tolerance, (int, float)) and 0 < krylov_tolerance < 1):
+            raise ValueError(f"krylov_tolerance must be in (0, 1), got {krylov_tolerance!r}")
+        if isinstance(max_krylov_iterations, bool) or not isinstance(max_krylov_iterations, int):
+            raise TypeError(f"max_krylov_iterations must be an int, got {max_krylov_iterations!r}")
+        if max_krylov_iterations < 1:
+            raise ValueError(f"max_krylov_iterations must be >= 1, got {max_krylov_iterations}")
         self.newton_tolerance = float(newton_tolerance)
         self.max_newton_iterations = max_newton_iterations
+        self.krylov_tolerance = float(krylov_tolerance)
+        self.max_krylov_iterations = max_krylov_iterations
         self._failures: Any = 0
+        self._krylov_iterations: Any = 0
         super().__init__(problem, backend)
 
     @property
@@ -79,9 +106,16 @@ class HJBFDMSolver(BaseSolver):
         return int(self.backend.to_numpy(self._failures))
 
     @property
+    def last_krylov_iterations(self) -> int:
+        """2D: BiCGSTAB iterations of the last solve, summed over time steps and Newton
+        steps (0 in 1D)."""
+        return int(self.backend.to_numpy(self._krylov_iterations))
+
+    @property
     def sync_free(self) -> bool:
-        """Whether the march runs a fixed Newton count instead of waiting on the device."""
-        return self.backend.name == "torch"
+        """Whether the march runs a fixed Newton count instead of waiting on the device
+        (torch in 1D; a 2D step's Krylov loop checks its residual anyway)."""
+        return self.backend.name == "torch" and self.problem.dim == 1
 
     def _build(self) -> None:
         self._arrays = self.problem_arrays()
@@ -97,43 +131,55 @@ class HJBFDMSolver(BaseSolver):
         p = self.problem
         key = (
             "hjb",
-            p.Nx,
+            p.grid_shape,
             p.Nt,
-            p.boundary,
+            p.boundaries,
             p.running_cost,
             tuple(p.cost_parameters),
             self.newton_tolerance,
             self.max_newton_iterations,
             newton_count,
+            *((self.krylov_tolerance, self.max_krylov_iterations) if p.dim == 2 else ()),
         )
-        return compiled_program(
-            self.backend,
-            key,
-            lambda: make_hjb_march(
+        return compiled_program(self.backend, key, lambda: self.make_march(newton_count))[0]
+
+    def make_march(self, newton_count: int | None = None) -> Any:
+        """The uncompiled march of this problem's dimension (see :meth:`march_program`)."""
+        p = self.problem
+        if p.dim == 2:
+            return make_hjb_march_2d(
                 self.backend,
                 p.running_cost,
-                p.boundary == "periodic",
+                p.periodic,
                 self.newton_tolerance,
                 self.max_newton_iterations,
-                newton_count,
-            ),
-        )[0]
+                self.krylov_tolerance,
+                self.max_krylov_iterations,
+            )
+        return make_hjb_march(
+            self.backend,
+            p.running_cost,
+            p.boundary == "periodic",
+            self.newton_tolerance,
+            self.max_newton_iterations,
+            newton_count,
+        )
 
     def solve(self, M: Any = None, U_guess: Any = None) -> np.ndarray:
         """Value function on a given density path.
 
         Parameters
         ----------
-        M : array (Nt + 1, Nx), optional
+        M : array (Nt + 1, Nx) or (Nt + 1, nx, ny), optional
             Density at every time level (NumPy or backend array). Default: the initial
             density frozen in time, ``M[n] = m0``.
-        U_guess : array (Nt + 1, Nx), optional
+        U_guess : array of U's shape, optional
             Newton's starting point at each time level (default ``U^{n+1}``). It changes
             the work, not the answer (beyond the Newton tolerance).
 
         Returns
         -------
-        numpy.ndarray (Nt + 1, Nx)
+        numpy.ndarray (Nt + 1, Nx) or (Nt + 1, nx, ny)
         """
         return self.backend.to_numpy(self.solve_backend(M, U_guess))
 
@@ -145,10 +191,15 @@ class HJBFDMSolver(BaseSolver):
         """
         p = self.problem
         if M is None:
-            M = self.xp.broadcast_to(self._arrays["m0"][None, :], p.shape)
+            M = self.xp.broadcast_to(self._arrays["m0"][None, ...], p.shape)
         M = self._as_backend(M, "M", p.shape)
         if U_guess is not None:
             U_guess = self._as_backend(U_guess, "U_guess", p.shape)
+        if p.dim == 2:
+            U, self._failures, _, self._krylov_iterations = self.march_program()(
+                self._arrays, M, U_guess
+            )
+            return U
         if not self.sync_free:
             U, self._failures, _ = self.march_program()(self._arrays, M, U_guess)
             return U
@@ -209,10 +260,7 @@ def make_hjb_march(
             residual = u / c.dt - diffusion + hamiltonian - rhs
             delta = solve_linear(*st.hjb_jacobian_from_slopes(a, bb, diag0, c), residual)
             new_step = xp.max(xp.abs(delta))
-            rate = new_step / step
-            # Error estimate: |δ| itself, or 2ρ|δ| once a contraction rate ρ < 1/2 is seen
-            # (step is inf before the first Newton step, so rate = 0 is not trusted then).
-            done = (new_step <= tol) | ((it >= 1) & (rate < 0.5) & (2.0 * rate * new_step <= tol))
+            done = _newton_done(it, step, new_step, tol)
             if newton_count is not None:
                 # Steps taken until converged (a fixed-count loop goes on past that point;
                 # a while loop stops there, and its count `it` is the same number).
@@ -246,5 +294,92 @@ def make_hjb_march(
         _, (values, failed, used) = b.scan(time_step, arrays["g"], inputs)
         U = xp.concat([xp.flip(values, axis=0), arrays["g"][None, :]], axis=0)
         return U, xp.sum(xp.astype(failed, xp.int64)), xp.max(used)
+
+    return march
+
+
+def _newton_done(it: Any, step: Any, new_step: Any, tol: Any) -> Any:
+    """Kelley's test on Newton's error estimate (see :class:`HJBFDMSolver`).
+
+    ``step`` is the previous step's size (inf before the first step, so the measured
+    rate is not trusted then), ``new_step`` this one's; the estimate is ``|δ|`` itself,
+    or ``2ρ|δ|`` once a contraction rate ``ρ < 1/2`` is seen.
+    """
+    rate = new_step / step
+    return (new_step <= tol) | ((it >= 1) & (rate < 0.5) & (2.0 * rate * new_step <= tol))
+
+
+def make_hjb_march_2d(
+    backend: BaseBackend,
+    running_cost: Any,
+    periodic: tuple[bool, bool],
+    tolerance: float,
+    max_iterations: int,
+    krylov_tolerance: float,
+    max_krylov_iterations: int,
+):
+    """The 2D backward march ``(arrays, M, U_guess) -> (U, failures, most, krylov)``.
+
+    As :func:`make_hjb_march` (same Newton iteration, start and stopping test), with
+    the 5-point operator of :mod:`~mfg_pde.alg.numerical._grid2d` and each Newton step's
+    linear system solved by line-preconditioned BiCGSTAB to ``krylov_tolerance`` times
+    the Newton residual. ``krylov`` counts the BiCGSTAB iterations of the whole march.
+    """
+    b, xp = backend, backend.xp
+
+    def march(arrays: dict, M: Any, U_guess: Any) -> tuple:
+        c, coords, cost, counts = arrays["c"], arrays["coords"], arrays["cost"], arrays["counts"]
+        diag0 = 1.0 / c.dt
+        zero = xp.zeros_like(coords[0])
+        dev = b._device_kw()
+        newton_init = (
+            xp.asarray(0, **dev),
+            xp.asarray(math.inf, dtype=b.dtype, **dev),
+            xp.asarray(False, **dev),
+            xp.asarray(0, **dev),
+        )
+
+        def newton_step(state, rhs, tol):
+            u, it, step, _, krylov = state
+            hamiltonian, diffusion, lines = g2.hjb_terms(xp, u, c, counts, periodic)
+            residual = u / c.dt - diffusion + hamiltonian - rhs
+            delta, used, _ = g2.solve(
+                b,
+                diag0,
+                lines,
+                periodic,
+                residual,
+                xp.zeros_like(residual),
+                krylov_tolerance * xp.max(xp.abs(residual)),
+                max_krylov_iterations,
+            )
+            new_step = xp.max(xp.abs(delta))
+            done = _newton_done(it, step, new_step, tol)
+            return u - delta, it + 1, new_step, done, krylov + used
+
+        def time_step(carry, inputs):
+            u_next, krylov = carry
+            m, t, guess, guess_next = inputs
+            rhs = u_next / c.dt + (zero + running_cost(*coords, m, t, **cost))
+            tol = tolerance * xp.maximum(xp.max(xp.abs(u_next)), 1.0)
+            start = u_next if guess is None else guess + (u_next - guess_next)
+            state = b.while_loop(
+                lambda s: (s[1] < max_iterations) & ~s[3],
+                lambda s: newton_step(s, rhs, tol),
+                (start, *newton_init[:3], krylov),
+            )
+            u, it, _, done, krylov = state
+            return (u, krylov), (u, ~done, it)
+
+        guesses = guesses_next = None
+        if U_guess is not None:
+            guesses = xp.flip(U_guess[:-1], axis=0)
+            guesses_next = xp.flip(U_guess[1:], axis=0)
+        inputs = (xp.flip(M[1:], axis=0), xp.flip(arrays["t"][1:], axis=0), guesses, guesses_next)
+        (_, krylov), (values, failed, used) = b.scan(
+            time_step, (arrays["g"], newton_init[3]), inputs
+        )
+        U = xp.concat([xp.flip(values, axis=0), arrays["g"][None, ...]], axis=0)
+        return U, xp.sum(xp.astype(failed, xp.int64)), xp.max(used), krylov
 
     return march

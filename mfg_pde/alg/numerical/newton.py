@@ -108,6 +108,12 @@ class NewtonSolver:
     ) -> None:
         if not isinstance(problem, MFGProblem):
             raise TypeError(f"problem must be an MFGProblem, got {type(problem).__name__}")
+        if problem.dim != 1:
+            raise NotImplementedError(
+                "NewtonSolver works on one-dimensional problems; for this 2D problem use the "
+                "fixed point (solve_mfg(method='fdm'), optionally use_anderson=True and "
+                "adaptive_damping=True)"
+            )
         for name, value in (
             ("attempt_iterations", attempt_iterations),
             ("max_continuation_steps", max_continuation_steps),
