@@ -12,7 +12,13 @@ import pytest
 
 import mfg_pde
 from mfg_pde import MFGResult, solve_mfg
-from mfg_pde.problems import design_example, hello_example
+from mfg_pde.problems import (
+    EXAMPLES,
+    crowd_2d_example,
+    design_example,
+    hello_2d_example,
+    hello_example,
+)
 
 matplotlib.use("Agg")
 
@@ -212,3 +218,30 @@ def test_examples_in_the_package_are_what_they_say():
     np.testing.assert_allclose(hello.running_cost(x, hello.m0, 0.0), -0.5 * hello.m0)
     m0 = np.exp(-50 * (x - 0.5) ** 2)
     np.testing.assert_allclose(hello.m0, m0 / (m0.sum() * hello.dx))
+
+
+def test_2d_examples_have_their_documented_data_and_take_overrides():
+    hello = hello_2d_example()
+    assert hello.dim == 2 and hello.shape == (101, 128, 128) and hello.boundary == "noflux"
+    assert (hello.sigma, hello.control_cost, hello.T) == (0.1, 1.0, 1.0)
+    x, y = hello.coords
+    np.testing.assert_allclose(hello.g, (x - 0.5) ** 2 + (y - 0.5) ** 2)
+    np.testing.assert_allclose(hello.running_cost(x, y, hello.m0, 0.0), -0.5 * hello.m0)
+    m0 = np.exp(-50 * ((x - 0.5) ** 2 + (y - 0.5) ** 2))
+    np.testing.assert_allclose(hello.m0, m0 / (m0.sum() * hello.dx * hello.dy))
+
+    crowd = crowd_2d_example()
+    assert crowd.shape == (41, 48, 48) and crowd.bounds == ((0.0, 1.0), (0.0, 1.0))
+    assert crowd.boundary == "noflux" and crowd.cost_parameters == {"c": 0.1}
+    x, y = crowd.coords
+    np.testing.assert_allclose(crowd.g, np.hypot(x - 1.0, y - 0.5))
+    m0 = np.exp(-50 * ((x - 0.3) ** 2 + (y - 0.5) ** 2))
+    np.testing.assert_allclose(crowd.m0, m0 / (m0.sum() * crowd.cell_volume))
+    f = crowd.running_cost(x, y, crowd.m0, 0.0, **crowd.cost_parameters)
+    np.testing.assert_allclose(f, 0.1 * crowd.m0)
+
+    small = crowd_2d_example(Nx=(12, 10), Nt=5, cost_parameters={"c": 0.5}, sigma=0.3)
+    assert small.shape == (6, 12, 10) and small.cost_parameters == {"c": 0.5}
+    assert small.sigma == 0.3 and small.replace(c=0.7).cost_parameters == {"c": 0.7}
+    assert hello_2d_example(Nx=16, boundary="periodic").shape == (101, 16, 16)
+    assert EXAMPLES["hello_2d"] is hello_2d_example and EXAMPLES["crowd_2d"] is crowd_2d_example
