@@ -22,8 +22,9 @@ class MFGResult:
 
     Attributes
     ----------
-    U, M : numpy.ndarray (len(t), len(x))
-        Value function and density at every time level.
+    U, M : numpy.ndarray (len(t), len(x)), or (len(t), len(x), len(y)) in 2D
+        Value function and density at every time level (in 2D the first spatial index
+        is x: ``M[n, i, j]`` is the density at ``(t[n], x[i], y[j])``).
     x, t : numpy.ndarray
         The grid the arrays live on.
     converged : bool
@@ -64,6 +65,9 @@ class MFGResult:
     metadata : dict
         Provenance: versions of mfg_pde, Python, NumPy and the backend's library, filled
         in when the result is created and kept by :meth:`save` / :func:`mfg_pde.load`.
+    y : numpy.ndarray or None
+        The second axis of a two-dimensional result; ``None`` in 1D. (The last field,
+        so that results built with positional arguments keep working.)
 
     Two results are equal (``==``) when every field is: arrays element by element.
     """
@@ -85,6 +89,7 @@ class MFGResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     method: str = ""
     stages: list[dict[str, Any]] = field(default_factory=list)
+    y: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for key, value in _provenance(self.backend).items():
@@ -101,12 +106,22 @@ class MFGResult:
         return getattr(self, key)
 
     @property
+    def dim(self) -> int:
+        """Spatial dimension: 1, or 2 when the result has a second axis ``y``."""
+        return 1 if self.y is None else 2
+
+    @property
     def mass(self) -> np.ndarray:
-        """``sum(M[n]) * dx`` at every time level (the conserved quantity of FDM)."""
-        dx = self.problem.get("dx")
-        if dx is None:
-            dx = float(self.x[1] - self.x[0])
-        return self.M.sum(axis=-1) * dx
+        """``sum(M[n]) * dx`` (2D: ``* dx * dy``) at every time level.
+
+        The conserved quantity of the finite-difference schemes. The spacings are the
+        problem's ``dx``, ``dy`` as the solver recorded them, else read off the grid.
+        """
+        cell = 1.0
+        for name, axis in (("dx", self.x), ("dy", self.y))[: self.dim]:
+            spacing = self.problem.get(name)
+            cell *= float(axis[1] - axis[0]) if spacing is None else spacing
+        return self.M.sum(axis=tuple(range(1, self.M.ndim))) * cell
 
     def __repr__(self) -> str:
         status = "converged" if self.converged else "NOT converged"
@@ -116,9 +131,11 @@ class MFGResult:
             else "no iterations"
         )
         total = self.timings.get("total", float("nan"))
+        grid = "" if self.dim == 1 else f" on a {len(self.x)} x {len(self.y)} grid"
         return (
             f"MFGResult({self.solver} on {self.device}: {status} after {self.iterations} "
-            f"iterations, {last}; {total:.3g} s; U, M shape {self.U.shape}; {self.reason})"
+            f"iterations, {last}; {total:.3g} s; U, M shape {self.U.shape}{grid}; "
+            f"{self.reason})"
         )
 
     def summary(self) -> str:
@@ -127,10 +144,14 @@ class MFGResult:
         status = "converged" if self.converged else "NOT converged"
         lines = [f"MFGResult: {status} after {self.iterations} iterations ({self.reason})"]
         if p:  # MFGProblem.parameters(), as the solvers record them
+            bounds = p["domain"] if "domain" in p else [(p["xmin"], p["xmax"])]
+            space = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in bounds)
+            nx = p["Nx"] if isinstance(p["Nx"], int) else "x".join(map(str, p["Nx"]))
+            boundary = p["boundary"] if isinstance(p["boundary"], str) else tuple(p["boundary"])
             lines.append(
-                f"  problem    [{p['xmin']:g}, {p['xmax']:g}] x [0, {p['T']:g}], "
-                f"Nx={p['Nx']}, Nt={p['Nt']}, sigma={p['sigma']:g}, "
-                f"control_cost={p['control_cost']:g}, boundary={p['boundary']}"
+                f"  problem    {space} x [0, {p['T']:g}], "
+                f"Nx={nx}, Nt={p['Nt']}, sigma={p['sigma']:g}, "
+                f"control_cost={p['control_cost']:g}, boundary={boundary}"
             )
         lines.append(f"  solver     {self.solver or '?'}, backend {self.backend} on {self.device}")
         if self.iterations:
@@ -156,7 +177,8 @@ class MFGResult:
         mass = self.mass
         drift = np.max(np.abs(mass - mass[0]))
         lines.append(f"  mass       {mass[0]:.6f} at t=0, largest change {drift:.2g}")
-        lines.append(f"  arrays     U, M {self.U.shape} on x {self.x.shape}, t {self.t.shape}")
+        axes = f"x {self.x.shape}" + ("" if self.y is None else f", y {self.y.shape}")
+        lines.append(f"  arrays     U, M {self.U.shape} on {axes}, t {self.t.shape}")
         lines.extend(f"  warning    {w}" for w in self.warnings)
         versions = ", ".join(f"{k} {v}" for k, v in self.metadata.items())
         lines.append(f"  versions   {versions}")
@@ -193,8 +215,9 @@ class MFGResult:
 
         The format follows the suffix: ``.npz`` (NumPy, always available; a path without
         a suffix gets ``.npz``) or ``.h5`` / ``.hdf5`` (HDF5, needs ``pip install h5py``).
-        Arrays are stored as arrays and everything else as one JSON document; no
-        pickle is involved, so loading runs no code. Parent folders are created.
+        The arrays (``U``, ``M``, ``x``, ``t``, ``y`` in 2D, the residuals) are stored as
+        arrays and everything else as one JSON document; no pickle is involved, so
+        loading runs no code. Parent folders are created.
 
         Returns
         -------
@@ -207,6 +230,8 @@ class MFGResult:
 
 
 def _equal(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         a, b = np.asarray(a), np.asarray(b)
         nan_equal = a.dtype.kind in "fc" and b.dtype.kind in "fc"

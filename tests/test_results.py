@@ -9,9 +9,11 @@ import sys
 import matplotlib
 import numpy as np
 import pytest
+from results_2d import synthetic_result_2d
 
 import mfg_pde
 from mfg_pde import MFGResult, solve_mfg
+from mfg_pde._io import FORMAT_VERSION
 from mfg_pde.problems import (
     EXAMPLES,
     crowd_2d_example,
@@ -38,6 +40,12 @@ def solved(backend) -> MFGResult:
 @pytest.fixture(scope="module")
 def numpy_result() -> MFGResult:
     return small_solve("numpy")
+
+
+@pytest.fixture(scope="module")
+def result_2d() -> MFGResult:
+    """A 2D result of the shapes a solve returns: 9 x 7 points, 5 time levels."""
+    return synthetic_result_2d()
 
 
 # -- save / load ----------------------------------------------------------------------------
@@ -124,11 +132,68 @@ def test_load_refuses_a_newer_layout(numpy_result, tmp_path):
     with np.load(path) as data:
         arrays = dict(data)
     meta = json.loads(str(arrays["metadata"]))
-    meta["format_version"] += 1
+    meta["format_version"] = FORMAT_VERSION + 1
     arrays["metadata"] = np.array(json.dumps(meta))
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="upgrade mfg_pde"):
         mfg_pde.load(path)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_2d_round_trip_keeps_the_second_axis(result_2d, suffix, tmp_path):
+    loaded = mfg_pde.load(result_2d.save(tmp_path / f"result{suffix}"))
+    assert loaded == result_2d
+    assert loaded.y.dtype == result_2d.y.dtype
+    np.testing.assert_array_equal(loaded.y, result_2d.y)
+    assert loaded.U.shape == loaded.M.shape == (5, 9, 7)
+    assert loaded.problem["Nx"] == [9, 7] and loaded.problem["dy"] == result_2d.problem["dy"]
+
+
+def test_layout_version_is_the_lowest_that_describes_the_file(numpy_result, result_2d, tmp_path):
+    """1D files keep layout 1 (no ``y``): an mfg_pde that reads layout 1 only still
+    loads them, and refuses a 2D file instead of loading it without its second axis."""
+    for result, version, has_y in ((numpy_result, 1, False), (result_2d, 2, True)):
+        with np.load(result.save(tmp_path / "r.npz"), allow_pickle=False) as data:
+            assert json.loads(str(data["metadata"]))["format_version"] == version
+            assert ("y" in data.files) == has_y
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_files_without_y_load_as_1d(numpy_result, suffix, tmp_path):
+    """A file written before results had ``y`` (layout 1, no such array) loads with y=None."""
+    path = numpy_result.save(tmp_path / f"old{suffix}")
+    loaded = mfg_pde.load(path)
+    assert loaded.y is None and loaded.dim == 1 and loaded == numpy_result
+
+
+def test_y_is_the_last_field_so_positional_construction_still_works(numpy_result):
+    names = [f.name for f in dataclasses.fields(MFGResult)]
+    assert names[-1] == "y" and numpy_result.y is None
+    positional = [getattr(numpy_result, name) for name in names[:-1]]
+    assert MFGResult(*positional) == numpy_result
+
+
+def test_2d_mass_is_summed_over_both_axes(result_2d):
+    """The synthetic M has mass 1 at every level, with the problem's dx, dy or the grid's."""
+    np.testing.assert_allclose(result_2d.mass, np.ones(5), rtol=1e-13)
+    no_record = dataclasses.replace(result_2d, problem={})
+    np.testing.assert_allclose(no_record.mass, result_2d.mass, rtol=1e-13)
+    assert result_2d.dim == 2
+
+
+def test_2d_summary_and_repr_describe_the_grid(result_2d):
+    text = result_2d.summary()
+    assert "problem    [0, 1] x [0, 1] x [0, 1], Nx=9x7, Nt=4, sigma=0.25" in text
+    assert "arrays     U, M (5, 9, 7) on x (9,), y (7,), t (5,)" in text
+    assert "mass       1.000000 at t=0" in text
+    assert "U, M shape (5, 9, 7) on a 9 x 7 grid" in repr(result_2d)
+
+
+def test_equality_sees_the_second_axis(result_2d, numpy_result):
+    assert dataclasses.replace(result_2d) == result_2d
+    assert dataclasses.replace(result_2d, y=result_2d.y + 1e-12) != result_2d
+    assert dataclasses.replace(result_2d, y=None) != result_2d
+    assert dataclasses.replace(numpy_result, y=np.zeros(0)) != numpy_result
 
 
 def test_equality_sees_every_kind_of_difference(numpy_result):
