@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from numbers import Number
 from pathlib import Path
@@ -185,7 +186,11 @@ class MFGResult:
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike | None = None, **savefig_kwargs: Any) -> Any:
-        """Draw the density m(t, x), the value function u(t, x) and the residual history.
+        """Draw the density, the value function and the residual history.
+
+        In 1D: the density m(t, x) as a heatmap over (t, x) and u(t, x) at five times.
+        In 2D: the density m(t, x, y) at four times from 0 to T (heatmaps on one colour
+        scale, equal aspect) and u(0, x, y) as a heatmap with level lines.
 
         Parameters
         ----------
@@ -204,11 +209,43 @@ class MFGResult:
         Raises
         ------
         NotImplementedError
-            For results that are not one-dimensional (U not of shape (Nt + 1, Nx)).
+            For results that are neither one- nor two-dimensional (U not of shape
+            (Nt + 1, Nx), or (Nt + 1, nx, ny) with ``y`` of length ny).
         """
         from mfg_pde._plot import plot_result
 
         return plot_result(self, path, **savefig_kwargs)
+
+    def plot_density(
+        self,
+        times: Sequence[float] | None = None,
+        path: str | os.PathLike | None = None,
+        **savefig_kwargs: Any,
+    ) -> Any:
+        """Draw the density at a few times: curves m(t, x) in 1D, heatmaps m(t, x, y) in 2D.
+
+        Parameters
+        ----------
+        times : sequence of float, optional
+            The times to show; each is drawn at the nearest time level of ``t``. Default:
+            four times from 0 to T.
+        path, **savefig_kwargs
+            As for :meth:`plot`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+
+        Raises
+        ------
+        ValueError
+            A time outside ``[t[0], t[-1]]``.
+        NotImplementedError
+            As for :meth:`plot`.
+        """
+        from mfg_pde._plot import plot_density
+
+        return plot_density(self, times, path, **savefig_kwargs)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the result to ``path``: every field, readable by :func:`mfg_pde.load`.

@@ -244,14 +244,64 @@ def test_plot_without_path_returns_an_open_figure(numpy_result):
     plt.close(fig)
 
 
-def test_plot_refuses_results_that_are_not_1d(numpy_result):
+def test_plot_2d_draws_density_snapshots_value_and_residuals(result_2d, tmp_path):
+    """Four density snapshots from 0 to T on one colour scale, u(0), the residuals."""
+    path = tmp_path / "figs" / "result_2d.png"
+    fig = result_2d.plot(path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    density_axes = [ax for ax in fig.axes if ax.get_title().startswith("m at t = ")]
+    assert [ax.get_title() for ax in density_axes] == [
+        f"m at t = {t:.3g}" for t in result_2d.t[[0, 1, 2, 4]]
+    ]
+    limits = set()
+    for ax, n in zip(density_axes, [0, 1, 2, 4], strict=True):
+        mesh = ax.collections[0]
+        # pcolormesh draws rows along y: the array is M[n] transposed.
+        np.testing.assert_array_equal(np.asarray(mesh.get_array()), result_2d.M[n].T)
+        limits.add(mesh.get_clim())
+        assert ax.get_aspect() == 1.0
+        assert ax.get_xlim() == (result_2d.x[0] - 0.0625, result_2d.x[-1] + 0.0625)
+    assert limits == {(result_2d.M.min(), result_2d.M.max())}
+    (ax_u,) = [ax for ax in fig.axes if ax.get_title().startswith("Value function")]
+    np.testing.assert_array_equal(np.asarray(ax_u.collections[0].get_array()), result_2d.U[0].T)
+    assert len(ax_u.collections) > 1  # the level lines
+    (ax_r,) = [ax for ax in fig.axes if ax.get_title() == "Residuals"]
+    residual_lines = {line.get_label(): line.get_ydata() for line in ax_r.get_lines()}
+    np.testing.assert_array_equal(residual_lines["M"], result_2d.residuals["M"])
+    assert "converged after 3 iterations" in fig._suptitle.get_text()
+
+
+def test_plot_density_at_chosen_times(result_2d, numpy_result, tmp_path):
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / "density.pdf"
+    fig = result_2d.plot_density(times=[0.0, 0.6], path=path)
+    assert path.read_bytes()[:4] == b"%PDF"
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["m at t = 0", "m at t = 0.5"]  # the nearest time levels
+    fig = numpy_result.plot_density()
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 4
+    np.testing.assert_array_equal(lines[-1].get_ydata(), numpy_result.M[-1])
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"times must lie in \[0, 1\], got \[1.5\]"):
+        numpy_result.plot_density(times=[0.5, 1.5])
+
+
+def test_plot_refuses_results_that_are_not_1d_or_2d(numpy_result, result_2d):
     flat = numpy_result
     shape_2d = (len(flat.t), 4, 5)
-    result_2d = dataclasses.replace(
+    no_axis = dataclasses.replace(
         flat, U=np.zeros(shape_2d), M=np.zeros(shape_2d), x=np.zeros((4, 5, 2))
     )
-    with pytest.raises(NotImplementedError, match="one-dimensional"):
-        result_2d.plot()
+    with pytest.raises(NotImplementedError, match="one-dimensional.*y of shape None"):
+        no_axis.plot()
+    shape_3d = (*result_2d.U.shape, 3)
+    cube = dataclasses.replace(result_2d, U=np.zeros(shape_3d), M=np.zeros(shape_3d))
+    with pytest.raises(NotImplementedError, match=r"two-dimensional.*\(5, 9, 7, 3\)"):
+        cube.plot()
+    with pytest.raises(NotImplementedError, match="plot_density"):
+        cube.plot_density()
 
 
 # -- summary and metadata -------------------------------------------------------------------
