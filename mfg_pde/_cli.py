@@ -38,6 +38,7 @@ Solve Mean Field Games from the command line.
 
   python -m mfg_pde solve                      # the quickstart example, auto-selected backend
   python -m mfg_pde solve --example hello --backend numpy --Nx 201 --Nt 100
+  python -m mfg_pde solve --example crowd_2d --Nx 32 --Nt 20   # 2D: 32 x 32 points
   python -m mfg_pde solve --method particle --num-particles 20000 --output results
   python -m mfg_pde info                       # backends, devices, versions, threads
 """
@@ -96,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(EXAMPLES),
         default="quickstart",
         help="quickstart: the DESIGN example (crowd-averse agents heading for x = 0.8); "
-        "hello: agents who like company gather at x = 0.5 (default: %(default)s)",
+        "hello: agents who like company gather at x = 0.5; hello_2d: the same on the unit "
+        "square; crowd_2d: a crowd leaving a room through an exit at (1, 0.5) "
+        "(default: %(default)s)",
     )
     solve.add_argument(
         "--backend",
@@ -111,8 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="fdm or particle (the FP solver of the fixed point), newton, or auto "
         "(Picard, then safeguarded Anderson, then Newton) (default: fdm)",
     )
-    solve.add_argument("--Nx", type=_positive_int(3), help="grid points (default: 101)")
-    solve.add_argument("--Nt", type=_positive_int(1), help="time steps (default: 50)")
+    solve.add_argument(
+        "--Nx",
+        type=_positive_int(3),
+        help="grid points, per axis in 2D (default: the example's; 101 in 1D, "
+        "128 for hello_2d, 48 for crowd_2d)",
+    )
+    solve.add_argument(
+        "--Nt",
+        type=_positive_int(1),
+        help="time steps (default: the example's; 50 in 1D, 100 for hello_2d, 40 for crowd_2d)",
+    )
     solve.add_argument(
         "--num-particles",
         type=_positive_int(10),

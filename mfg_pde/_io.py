@@ -1,8 +1,14 @@
 """Saving and loading :class:`~mfg_pde.MFGResult`: NumPy ``.npz`` or HDF5, no pickle.
 
-Layout, the same in both formats: the arrays ``U``, ``M``, ``x``, ``t`` and one array
-per residual series (``residual_U``, ``residual_M``); every other field in one JSON
-document (``metadata``: a string array in the ``.npz``, an attribute of the HDF5 root).
+Layout, the same in both formats: the arrays ``U``, ``M``, ``x``, ``t`` (and ``y`` for a
+two-dimensional result) and one array per residual series (``residual_U``,
+``residual_M``); every other field in one JSON document (``metadata``: a string array in
+the ``.npz``, an attribute of the HDF5 root).
+
+Layout versions: 1, one-dimensional results; 2 adds the array ``y``. A file records the
+lowest version that describes it, so a one-dimensional result saved now still loads
+with an mfg_pde that reads version 1 only, and a two-dimensional one is refused there
+with "upgrade mfg_pde" rather than loaded without its second axis.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import numpy as np
 
 from mfg_pde._result import MFGResult
 
-#: Identifies a file written by :meth:`MFGResult.save`, and the layout version.
+#: Identifies a file written by :meth:`MFGResult.save`, and the newest layout version.
 FORMAT = "mfg_pde.MFGResult"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _ARRAYS = ("U", "M", "x", "t")
+#: Arrays that only some results have (``None`` in the others): name -> first layout version.
+_OPTIONAL_ARRAYS = {"y": 2}
 _JSON_FIELDS = (
     "converged",
     "iterations",
@@ -52,10 +60,15 @@ def save_result(result: MFGResult, path: str | os.PathLike) -> Path:
             f"use one of {', '.join(_SUFFIXES)}"
         )
     arrays = {name: np.asarray(getattr(result, name)) for name in _ARRAYS}
+    version = 1
+    for name, since in _OPTIONAL_ARRAYS.items():
+        if getattr(result, name) is not None:
+            arrays[name] = np.asarray(getattr(result, name))
+            version = max(version, since)
     for key, series in result.residuals.items():
         arrays[_RESIDUAL_PREFIX + key] = np.asarray(series, dtype=np.float64)
     meta = {name: getattr(result, name) for name in _JSON_FIELDS}
-    meta.update(format=FORMAT, format_version=FORMAT_VERSION, residual_keys=list(result.residuals))
+    meta.update(format=FORMAT, format_version=version, residual_keys=list(result.residuals))
     document = json.dumps(meta, default=_to_json)
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "npz":
@@ -126,6 +139,7 @@ def load(path: str | os.PathLike) -> MFGResult:
     residuals = {key: arrays[_RESIDUAL_PREFIX + key] for key in meta["residual_keys"]}
     return MFGResult(
         **{name: arrays[name] for name in _ARRAYS},
+        **{name: arrays.get(name) for name in _OPTIONAL_ARRAYS},
         residuals=residuals,
         **{name: meta[name] for name in _JSON_FIELDS if name in meta},
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from numbers import Number
 from pathlib import Path
@@ -22,8 +23,9 @@ class MFGResult:
 
     Attributes
     ----------
-    U, M : numpy.ndarray (len(t), len(x))
-        Value function and density at every time level.
+    U, M : numpy.ndarray (len(t), len(x)), or (len(t), len(x), len(y)) in 2D
+        Value function and density at every time level (in 2D the first spatial index
+        is x: ``M[n, i, j]`` is the density at ``(t[n], x[i], y[j])``).
     x, t : numpy.ndarray
         The grid the arrays live on.
     converged : bool
@@ -64,6 +66,9 @@ class MFGResult:
     metadata : dict
         Provenance: versions of mfg_pde, Python, NumPy and the backend's library, filled
         in when the result is created and kept by :meth:`save` / :func:`mfg_pde.load`.
+    y : numpy.ndarray or None
+        The second axis of a two-dimensional result; ``None`` in 1D. (The last field,
+        so that results built with positional arguments keep working.)
 
     Two results are equal (``==``) when every field is: arrays element by element.
     """
@@ -85,6 +90,7 @@ class MFGResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     method: str = ""
     stages: list[dict[str, Any]] = field(default_factory=list)
+    y: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for key, value in _provenance(self.backend).items():
@@ -101,12 +107,22 @@ class MFGResult:
         return getattr(self, key)
 
     @property
+    def dim(self) -> int:
+        """Spatial dimension: 1, or 2 when the result has a second axis ``y``."""
+        return 1 if self.y is None else 2
+
+    @property
     def mass(self) -> np.ndarray:
-        """``sum(M[n]) * dx`` at every time level (the conserved quantity of FDM)."""
-        dx = self.problem.get("dx")
-        if dx is None:
-            dx = float(self.x[1] - self.x[0])
-        return self.M.sum(axis=-1) * dx
+        """``sum(M[n]) * dx`` (2D: ``* dx * dy``) at every time level.
+
+        The conserved quantity of the finite-difference schemes. The spacings are the
+        problem's ``dx``, ``dy`` as the solver recorded them, else read off the grid.
+        """
+        cell = 1.0
+        for name, axis in (("dx", self.x), ("dy", self.y))[: self.dim]:
+            spacing = self.problem.get(name)
+            cell *= float(axis[1] - axis[0]) if spacing is None else spacing
+        return self.M.sum(axis=tuple(range(1, self.M.ndim))) * cell
 
     def __repr__(self) -> str:
         status = "converged" if self.converged else "NOT converged"
@@ -116,9 +132,11 @@ class MFGResult:
             else "no iterations"
         )
         total = self.timings.get("total", float("nan"))
+        grid = "" if self.dim == 1 else f" on a {len(self.x)} x {len(self.y)} grid"
         return (
             f"MFGResult({self.solver} on {self.device}: {status} after {self.iterations} "
-            f"iterations, {last}; {total:.3g} s; U, M shape {self.U.shape}; {self.reason})"
+            f"iterations, {last}; {total:.3g} s; U, M shape {self.U.shape}{grid}; "
+            f"{self.reason})"
         )
 
     def summary(self) -> str:
@@ -127,10 +145,14 @@ class MFGResult:
         status = "converged" if self.converged else "NOT converged"
         lines = [f"MFGResult: {status} after {self.iterations} iterations ({self.reason})"]
         if p:  # MFGProblem.parameters(), as the solvers record them
+            bounds = p["domain"] if "domain" in p else [(p["xmin"], p["xmax"])]
+            space = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in bounds)
+            nx = p["Nx"] if isinstance(p["Nx"], int) else "x".join(map(str, p["Nx"]))
+            boundary = p["boundary"] if isinstance(p["boundary"], str) else tuple(p["boundary"])
             lines.append(
-                f"  problem    [{p['xmin']:g}, {p['xmax']:g}] x [0, {p['T']:g}], "
-                f"Nx={p['Nx']}, Nt={p['Nt']}, sigma={p['sigma']:g}, "
-                f"control_cost={p['control_cost']:g}, boundary={p['boundary']}"
+                f"  problem    {space} x [0, {p['T']:g}], "
+                f"Nx={nx}, Nt={p['Nt']}, sigma={p['sigma']:g}, "
+                f"control_cost={p['control_cost']:g}, boundary={boundary}"
             )
         lines.append(f"  solver     {self.solver or '?'}, backend {self.backend} on {self.device}")
         if self.iterations:
@@ -156,14 +178,19 @@ class MFGResult:
         mass = self.mass
         drift = np.max(np.abs(mass - mass[0]))
         lines.append(f"  mass       {mass[0]:.6f} at t=0, largest change {drift:.2g}")
-        lines.append(f"  arrays     U, M {self.U.shape} on x {self.x.shape}, t {self.t.shape}")
+        axes = f"x {self.x.shape}" + ("" if self.y is None else f", y {self.y.shape}")
+        lines.append(f"  arrays     U, M {self.U.shape} on {axes}, t {self.t.shape}")
         lines.extend(f"  warning    {w}" for w in self.warnings)
         versions = ", ".join(f"{k} {v}" for k, v in self.metadata.items())
         lines.append(f"  versions   {versions}")
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike | None = None, **savefig_kwargs: Any) -> Any:
-        """Draw the density m(t, x), the value function u(t, x) and the residual history.
+        """Draw the density, the value function and the residual history.
+
+        In 1D: the density m(t, x) as a heatmap over (t, x) and u(t, x) at five times.
+        In 2D: the density m(t, x, y) at four times from 0 to T (heatmaps on one colour
+        scale, equal aspect) and u(0, x, y) as a heatmap with level lines.
 
         Parameters
         ----------
@@ -182,19 +209,52 @@ class MFGResult:
         Raises
         ------
         NotImplementedError
-            For results that are not one-dimensional (U not of shape (Nt + 1, Nx)).
+            For results that are neither one- nor two-dimensional (U not of shape
+            (Nt + 1, Nx), or (Nt + 1, nx, ny) with ``y`` of length ny).
         """
         from mfg_pde._plot import plot_result
 
         return plot_result(self, path, **savefig_kwargs)
+
+    def plot_density(
+        self,
+        times: Sequence[float] | None = None,
+        path: str | os.PathLike | None = None,
+        **savefig_kwargs: Any,
+    ) -> Any:
+        """Draw the density at a few times: curves m(t, x) in 1D, heatmaps m(t, x, y) in 2D.
+
+        Parameters
+        ----------
+        times : sequence of float, optional
+            The times to show; each is drawn at the nearest time level of ``t``. Default:
+            four times from 0 to T.
+        path, **savefig_kwargs
+            As for :meth:`plot`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+
+        Raises
+        ------
+        ValueError
+            A time outside ``[t[0], t[-1]]``.
+        NotImplementedError
+            As for :meth:`plot`.
+        """
+        from mfg_pde._plot import plot_density
+
+        return plot_density(self, times, path, **savefig_kwargs)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the result to ``path``: every field, readable by :func:`mfg_pde.load`.
 
         The format follows the suffix: ``.npz`` (NumPy, always available; a path without
         a suffix gets ``.npz``) or ``.h5`` / ``.hdf5`` (HDF5, needs ``pip install h5py``).
-        Arrays are stored as arrays and everything else as one JSON document; no
-        pickle is involved, so loading runs no code. Parent folders are created.
+        The arrays (``U``, ``M``, ``x``, ``t``, ``y`` in 2D, the residuals) are stored as
+        arrays and everything else as one JSON document; no pickle is involved, so
+        loading runs no code. Parent folders are created.
 
         Returns
         -------
@@ -207,6 +267,8 @@ class MFGResult:
 
 
 def _equal(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         a, b = np.asarray(a), np.asarray(b)
         nan_equal = a.dtype.kind in "fc" and b.dtype.kind in "fc"

@@ -9,10 +9,18 @@ import sys
 import matplotlib
 import numpy as np
 import pytest
+from results_2d import synthetic_result_2d
 
 import mfg_pde
 from mfg_pde import MFGResult, solve_mfg
-from mfg_pde.problems import design_example, hello_example
+from mfg_pde._io import FORMAT_VERSION
+from mfg_pde.problems import (
+    EXAMPLES,
+    crowd_2d_example,
+    design_example,
+    hello_2d_example,
+    hello_example,
+)
 
 matplotlib.use("Agg")
 
@@ -32,6 +40,12 @@ def solved(backend) -> MFGResult:
 @pytest.fixture(scope="module")
 def numpy_result() -> MFGResult:
     return small_solve("numpy")
+
+
+@pytest.fixture(scope="module")
+def result_2d() -> MFGResult:
+    """A 2D result of the shapes a solve returns: 9 x 7 points, 5 time levels."""
+    return synthetic_result_2d()
 
 
 # -- save / load ----------------------------------------------------------------------------
@@ -118,11 +132,68 @@ def test_load_refuses_a_newer_layout(numpy_result, tmp_path):
     with np.load(path) as data:
         arrays = dict(data)
     meta = json.loads(str(arrays["metadata"]))
-    meta["format_version"] += 1
+    meta["format_version"] = FORMAT_VERSION + 1
     arrays["metadata"] = np.array(json.dumps(meta))
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="upgrade mfg_pde"):
         mfg_pde.load(path)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_2d_round_trip_keeps_the_second_axis(result_2d, suffix, tmp_path):
+    loaded = mfg_pde.load(result_2d.save(tmp_path / f"result{suffix}"))
+    assert loaded == result_2d
+    assert loaded.y.dtype == result_2d.y.dtype
+    np.testing.assert_array_equal(loaded.y, result_2d.y)
+    assert loaded.U.shape == loaded.M.shape == (5, 9, 7)
+    assert loaded.problem["Nx"] == [9, 7] and loaded.problem["dy"] == result_2d.problem["dy"]
+
+
+def test_layout_version_is_the_lowest_that_describes_the_file(numpy_result, result_2d, tmp_path):
+    """1D files keep layout 1 (no ``y``): an mfg_pde that reads layout 1 only still
+    loads them, and refuses a 2D file instead of loading it without its second axis."""
+    for result, version, has_y in ((numpy_result, 1, False), (result_2d, 2, True)):
+        with np.load(result.save(tmp_path / "r.npz"), allow_pickle=False) as data:
+            assert json.loads(str(data["metadata"]))["format_version"] == version
+            assert ("y" in data.files) == has_y
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_files_without_y_load_as_1d(numpy_result, suffix, tmp_path):
+    """A file written before results had ``y`` (layout 1, no such array) loads with y=None."""
+    path = numpy_result.save(tmp_path / f"old{suffix}")
+    loaded = mfg_pde.load(path)
+    assert loaded.y is None and loaded.dim == 1 and loaded == numpy_result
+
+
+def test_y_is_the_last_field_so_positional_construction_still_works(numpy_result):
+    names = [f.name for f in dataclasses.fields(MFGResult)]
+    assert names[-1] == "y" and numpy_result.y is None
+    positional = [getattr(numpy_result, name) for name in names[:-1]]
+    assert MFGResult(*positional) == numpy_result
+
+
+def test_2d_mass_is_summed_over_both_axes(result_2d):
+    """The synthetic M has mass 1 at every level, with the problem's dx, dy or the grid's."""
+    np.testing.assert_allclose(result_2d.mass, np.ones(5), rtol=1e-13)
+    no_record = dataclasses.replace(result_2d, problem={})
+    np.testing.assert_allclose(no_record.mass, result_2d.mass, rtol=1e-13)
+    assert result_2d.dim == 2
+
+
+def test_2d_summary_and_repr_describe_the_grid(result_2d):
+    text = result_2d.summary()
+    assert "problem    [0, 1] x [0, 1] x [0, 1], Nx=9x7, Nt=4, sigma=0.25" in text
+    assert "arrays     U, M (5, 9, 7) on x (9,), y (7,), t (5,)" in text
+    assert "mass       1.000000 at t=0" in text
+    assert "U, M shape (5, 9, 7) on a 9 x 7 grid" in repr(result_2d)
+
+
+def test_equality_sees_the_second_axis(result_2d, numpy_result):
+    assert dataclasses.replace(result_2d) == result_2d
+    assert dataclasses.replace(result_2d, y=result_2d.y + 1e-12) != result_2d
+    assert dataclasses.replace(result_2d, y=None) != result_2d
+    assert dataclasses.replace(numpy_result, y=np.zeros(0)) != numpy_result
 
 
 def test_equality_sees_every_kind_of_difference(numpy_result):
@@ -173,14 +244,64 @@ def test_plot_without_path_returns_an_open_figure(numpy_result):
     plt.close(fig)
 
 
-def test_plot_refuses_results_that_are_not_1d(numpy_result):
+def test_plot_2d_draws_density_snapshots_value_and_residuals(result_2d, tmp_path):
+    """Four density snapshots from 0 to T on one colour scale, u(0), the residuals."""
+    path = tmp_path / "figs" / "result_2d.png"
+    fig = result_2d.plot(path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    density_axes = [ax for ax in fig.axes if ax.get_title().startswith("m at t = ")]
+    assert [ax.get_title() for ax in density_axes] == [
+        f"m at t = {t:.3g}" for t in result_2d.t[[0, 1, 2, 4]]
+    ]
+    limits = set()
+    for ax, n in zip(density_axes, [0, 1, 2, 4], strict=True):
+        mesh = ax.collections[0]
+        # pcolormesh draws rows along y: the array is M[n] transposed.
+        np.testing.assert_array_equal(np.asarray(mesh.get_array()), result_2d.M[n].T)
+        limits.add(mesh.get_clim())
+        assert ax.get_aspect() == 1.0
+        assert ax.get_xlim() == (result_2d.x[0] - 0.0625, result_2d.x[-1] + 0.0625)
+    assert limits == {(result_2d.M.min(), result_2d.M.max())}
+    (ax_u,) = [ax for ax in fig.axes if ax.get_title().startswith("Value function")]
+    np.testing.assert_array_equal(np.asarray(ax_u.collections[0].get_array()), result_2d.U[0].T)
+    assert len(ax_u.collections) > 1  # the level lines
+    (ax_r,) = [ax for ax in fig.axes if ax.get_title() == "Residuals"]
+    residual_lines = {line.get_label(): line.get_ydata() for line in ax_r.get_lines()}
+    np.testing.assert_array_equal(residual_lines["M"], result_2d.residuals["M"])
+    assert "converged after 3 iterations" in fig._suptitle.get_text()
+
+
+def test_plot_density_at_chosen_times(result_2d, numpy_result, tmp_path):
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / "density.pdf"
+    fig = result_2d.plot_density(times=[0.0, 0.6], path=path)
+    assert path.read_bytes()[:4] == b"%PDF"
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["m at t = 0", "m at t = 0.5"]  # the nearest time levels
+    fig = numpy_result.plot_density()
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 4
+    np.testing.assert_array_equal(lines[-1].get_ydata(), numpy_result.M[-1])
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"times must lie in \[0, 1\], got \[1.5\]"):
+        numpy_result.plot_density(times=[0.5, 1.5])
+
+
+def test_plot_refuses_results_that_are_not_1d_or_2d(numpy_result, result_2d):
     flat = numpy_result
     shape_2d = (len(flat.t), 4, 5)
-    result_2d = dataclasses.replace(
+    no_axis = dataclasses.replace(
         flat, U=np.zeros(shape_2d), M=np.zeros(shape_2d), x=np.zeros((4, 5, 2))
     )
-    with pytest.raises(NotImplementedError, match="one-dimensional"):
-        result_2d.plot()
+    with pytest.raises(NotImplementedError, match="one-dimensional.*y of shape None"):
+        no_axis.plot()
+    shape_3d = (*result_2d.U.shape, 3)
+    cube = dataclasses.replace(result_2d, U=np.zeros(shape_3d), M=np.zeros(shape_3d))
+    with pytest.raises(NotImplementedError, match=r"two-dimensional.*\(5, 9, 7, 3\)"):
+        cube.plot()
+    with pytest.raises(NotImplementedError, match="plot_density"):
+        cube.plot_density()
 
 
 # -- summary and metadata -------------------------------------------------------------------
@@ -212,3 +333,30 @@ def test_examples_in_the_package_are_what_they_say():
     np.testing.assert_allclose(hello.running_cost(x, hello.m0, 0.0), -0.5 * hello.m0)
     m0 = np.exp(-50 * (x - 0.5) ** 2)
     np.testing.assert_allclose(hello.m0, m0 / (m0.sum() * hello.dx))
+
+
+def test_2d_examples_have_their_documented_data_and_take_overrides():
+    hello = hello_2d_example()
+    assert hello.dim == 2 and hello.shape == (101, 128, 128) and hello.boundary == "noflux"
+    assert (hello.sigma, hello.control_cost, hello.T) == (0.1, 1.0, 1.0)
+    x, y = hello.coords
+    np.testing.assert_allclose(hello.g, (x - 0.5) ** 2 + (y - 0.5) ** 2)
+    np.testing.assert_allclose(hello.running_cost(x, y, hello.m0, 0.0), -0.5 * hello.m0)
+    m0 = np.exp(-50 * ((x - 0.5) ** 2 + (y - 0.5) ** 2))
+    np.testing.assert_allclose(hello.m0, m0 / (m0.sum() * hello.dx * hello.dy))
+
+    crowd = crowd_2d_example()
+    assert crowd.shape == (41, 48, 48) and crowd.bounds == ((0.0, 1.0), (0.0, 1.0))
+    assert crowd.boundary == "noflux" and crowd.cost_parameters == {"c": 0.1}
+    x, y = crowd.coords
+    np.testing.assert_allclose(crowd.g, np.hypot(x - 1.0, y - 0.5))
+    m0 = np.exp(-50 * ((x - 0.3) ** 2 + (y - 0.5) ** 2))
+    np.testing.assert_allclose(crowd.m0, m0 / (m0.sum() * crowd.cell_volume))
+    f = crowd.running_cost(x, y, crowd.m0, 0.0, **crowd.cost_parameters)
+    np.testing.assert_allclose(f, 0.1 * crowd.m0)
+
+    small = crowd_2d_example(Nx=(12, 10), Nt=5, cost_parameters={"c": 0.5}, sigma=0.3)
+    assert small.shape == (6, 12, 10) and small.cost_parameters == {"c": 0.5}
+    assert small.sigma == 0.3 and small.replace(c=0.7).cost_parameters == {"c": 0.7}
+    assert hello_2d_example(Nx=16, boundary="periodic").shape == (101, 16, 16)
+    assert EXAMPLES["hello_2d"] is hello_2d_example and EXAMPLES["crowd_2d"] is crowd_2d_example
