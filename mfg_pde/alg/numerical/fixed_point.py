@@ -598,6 +598,7 @@ class FixedPointIterator:
             U=b.to_numpy(state.U).copy(),
             M=b.to_numpy(state.M).copy(),
             x=p.x.copy(),
+            y=p.y.copy() if p.dim == 2 else None,
             t=p.t.copy(),
             converged=converged,
             iterations=recorded,
