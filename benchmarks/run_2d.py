@@ -85,7 +85,7 @@ def main() -> None:
         bench(name, args.n, args.nt, args.max_iterations, repeat=name == "jax")
         for name in args.backends.split(",")
     ]
-    device = "gpu" if any(r["device"] not in ("cpu",) for r in rows) else "cpu"
+    device = "cpu" if all(r["device"].startswith("cpu") for r in rows) else "gpu"
     output = args.output or (
         Path(__file__).resolve().parent
         / "results"
