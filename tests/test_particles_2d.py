@@ -192,7 +192,9 @@ def test_separable_binning_matches_a_loop(backend):
             b.separable_binning(*on(b, px, py), x_grid, window, h, y_grid, on(b, weights))
         )
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13 * weights.sum())
-        nan = b.separable_binning(*on(b, [0.3, np.nan], [0.1, 0.2]), x_grid, window, h, y_grid)
+        with_nan = px.copy()
+        with_nan[7] = np.nan  # same shapes: JAX compiles nothing new
+        nan = b.separable_binning(*on(b, with_nan, py), x_grid, window, h, y_grid, on(b, weights))
         assert np.isnan(b.to_numpy(nan)).any()  # a NaN particle is never silently lost
 
 
@@ -225,19 +227,67 @@ def test_interp_uniform_2d_matches_a_bilinear_reference(backend):
 # -- the solver ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("boundary", [("noflux", "periodic"), ("periodic", "noflux")])
-def test_binned_equals_exact_mass_kept_when_pushed_into_a_wall(backend, boundary):
+@pytest.mark.parametrize("boundary", [("periodic", "noflux"), ("noflux", "periodic")])
+def test_drift_is_the_interpolated_central_gradient(backend, boundary):
+    """The march's drift at the particles equals an independent NumPy/SciPy reference:
+    central differences of U with reflecting ghosts (no-flux) or wrapping (periodic),
+    times -dt/λ, read bilinearly on the grid closed across the periodic seam. Particles
+    sit everywhere, on walls and in the seam cell [x_{G-1}, x_0 + L), where leaving the
+    grid open would clamp instead of interpolating. Deterministic: to 1e-12."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    problem = problem_2d(
+        [(-1.0, 1.0), (0.0, 0.5)], (9, 7), boundary, lambda x, y: 1.0 + 0.0 * x, 0.1, 0.2, 0.7
+    )
+    rng = np.random.default_rng(43)
+    u = rng.normal(size=problem.grid_shape)
+    extended_axes, components = [], []
+    for a, (axis, d, periodic) in enumerate(
+        zip(problem.axes, problem.spacing, problem.periodic, strict=True)
+    ):
+        widths = [(0, 0), (0, 0)]
+        widths[a] = (1, 1)
+        padded = np.pad(u, widths, mode="wrap" if periodic else "edge")
+        upper = padded[2:] if a == 0 else padded[:, 2:]
+        lower = padded[:-2] if a == 0 else padded[:, :-2]
+        components.append((upper - lower) / (2.0 * d) * (-problem.dt / problem.control_cost))
+        extended_axes.append(np.append(axis, axis[-1] + d) if periodic else axis)
+    field = np.stack(components)
+    for a, periodic in enumerate(problem.periodic):
+        if periodic:
+            field = np.concatenate([field, np.take(field, [0], axis=a + 1)], axis=a + 1)
+    lo = [bounds[0] for bounds in problem.bounds]
+    hi = [bounds[1] for bounds in problem.bounds]
+    points = rng.uniform(lo, hi, (300, 2))
+    seam = problem.periodic.index(True)
+    points[:50, seam] = hi[seam] - rng.uniform(0.0, problem.spacing[seam], 50)
+    wall = problem.periodic.index(False)
+    points[50:60, wall] = [lo[wall]] * 5 + [hi[wall]] * 5
+    expected = np.stack(
+        [RegularGridInterpolator(extended_axes, c)(points) for c in field]  # no clamping needed
+    )
+    fp = FPParticleSolver(problem, backend=backend, num_particles=300)
+    b = fp.march_backend
+    X = tuple(on(b, points[:, 0].copy(), points[:, 1].copy()))
+    got = np.stack([b.to_numpy(s) for s in fp._drift(on(b, u), X, -problem.dt / 0.7)])
+    assert np.max(np.abs(got - expected)) <= 1e-12 * np.abs(expected).max()
+
+
+def test_binned_equals_exact_mass_kept_when_pushed_into_a_wall(backend):
     """A drift of 4/λ per unit time pushes every particle into the no-flux wall (T = 0.5:
     twice the domain): reflected, they pile up there and stay in the domain; unreflected
     they would leave, their KDE in the domain would vanish and the normalised density
     would be NaN. Along the periodic axis a sine potential moves them across the seam.
+    (The other assignment of the boundaries to the axes: the KDE plan test and the
+    wall/wrap test below.)
 
     Mass is ``sum(M^n) * cell_volume = 1`` to round-off at every level, the density is
     nonnegative, and binned (images folded) and exact (9N image points) paths, which
     march the same particles, differ by the binning error: at most ``e = binning_rtol x
     peak`` per value before the normalisation, whose factor moves by at most ``e A``
     relative (A the area), so ``e (1 + max M A)`` after it."""
-    wall = boundary.index("noflux")
+    boundary = ("noflux", "periodic")
+    wall = 0
 
     def g(x, y):
         coords = (x, y)
@@ -338,35 +388,44 @@ def test_constant_drift_moves_the_mean_by_v_t_over_lambda(backend):
     check_against_gaussian_images(problem, M[-1], [tuple(moved)], variances, fp.bandwidth, n)
 
 
-def test_a_wall_reflects_and_a_periodic_axis_wraps(backend):
-    """Pure diffusion from near the corner of a no-flux wall (x = 0) and the periodic
-    seam (y = 0 ~ 1). The exact law is the free Gaussian's images: mirrored across the
-    walls along x, shifted by ±1 along y, and the KDE with images of reflected (or
+@pytest.mark.parametrize("wall", [0, 1], ids=["wall_x", "wall_y"])
+def test_a_wall_reflects_and_a_periodic_axis_wraps(backend, wall):
+    """Pure diffusion from near the corner of a no-flux wall (at 0 along axis ``wall``)
+    and the periodic seam (0 ~ 1 along the other axis). The exact law is the free
+    Gaussian's images: mirrored across the walls, shifted by ±1 along the periodic
+    axis, and the KDE with images of reflected (or
     wrapped) particles has the same expectation, since the kernel summed over a point's
     images is invariant under reflecting (shifting) the point. So the density is the
     sum over the 3 x 3 image centres of Gaussians with variance ``s0 + σ²T + h²``;
     an absorbing or clipping wall, or a missing wrap, changes it by O(1) near them."""
     n, sigma, T = 40_000, 0.3, 0.1
-    x0, y0 = 0.1, 0.92
+    start, shape, boundary = [0.1, 0.92], [41, 40], ["noflux", "periodic"]
+    if wall == 1:
+        start, shape, boundary = start[::-1], shape[::-1], boundary[::-1]
     problem = problem_2d(
         [(0.0, 1.0), (0.0, 1.0)],
-        (41, 40),
-        ("noflux", "periodic"),
-        gaussian_start((x0, y0), 0.05),
+        tuple(shape),
+        tuple(boundary),
+        gaussian_start(start, 0.05),
         T,
         sigma,
     )
     fp = FPParticleSolver(problem, backend=backend, num_particles=n, seed=13)
     M = fp.solve()
+    assert M.min() >= 0.0
+    np.testing.assert_allclose(M.sum(axis=(1, 2)) * problem.cell_volume, 1.0, atol=1e-12)
     # The start law on the cells, folded: mean and variance of the unfolded Gaussian.
     mean0, var0 = start_law(problem)
     variances = var0 + sigma**2 * T
-    mx, my = mean0
-    centres = [(cx, cy) for cx in (mx, -mx, 2.0 - mx) for cy in (my - 1.0, my, my + 1.0)]
+    images = [
+        (m, -m, 2.0 - m) if kind == "noflux" else (m - 1.0, m, m + 1.0)
+        for m, kind in zip(mean0, boundary, strict=True)
+    ]
+    centres = [(cx, cy) for cx in images[0] for cy in images[1]]
     check_against_gaussian_images(problem, M[-1], centres, variances, fp.bandwidth, n)
     # The images are not negligible: near the corner they are a third of the density.
     expected, _ = image_sum_and_sd(problem, centres, variances, fp.bandwidth, n)
-    alone, _ = image_sum_and_sd(problem, [(mx, my)], variances, fp.bandwidth, n)
+    alone, _ = image_sum_and_sd(problem, [tuple(mean0)], variances, fp.bandwidth, n)
     assert np.max(expected - alone) > 0.3 * expected.max()
 
 
