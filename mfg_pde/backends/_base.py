@@ -433,27 +433,38 @@ class BaseBackend(abc.ABC):
         half = (window - 2) // 2
         s = (px - x_start) / dx
         first = xp.clip(xp.floor(s) - half, 0.0, float(x_size - window))
-        offsets = xp.arange(window, dtype=self.dtype, **self._device_kw())
-        d = (first[:, None] + offsets[None, :] - s[:, None]) * (dx / bandwidth)
-        kernel = xp.exp(-0.5 * (d * d))
-        if weights is not None:
-            kernel = kernel * weights[:, None]
+        # exp(-d^2 / 2) with d = (first + j - s) dx / h, as exp(-(b + o_j)^2) after
+        # scaling by 1/sqrt(2): one full-size (N, window) operation per step (torch pays
+        # per operation: 4 instead of 13 of them halved its deposit time).
+        scale = (dx / bandwidth) * math.sqrt(0.5)
+        offsets = xp.arange(window, dtype=self.dtype, **self._device_kw()) * scale
+        kernel = xp.exp(-xp.square(((first - s) * scale)[:, None] + offsets[None, :]))
         t = xp.clip((py - y_start) / dy, -1.0, float(y_size))
         c = xp.floor(t)
-        f = (t - c)[:, None]
-        # As in linear_binning: row c + 1 of a (Sy + 2)-row block collects the (lower,
-        # upper) shares of cell c; NaN casts to an arbitrary integer, the clips keep it in.
+        upper = t - c if weights is None else weights * (t - c)
+        lower = 1.0 - (t - c) if weights is None else weights - upper
+        # Row c + 1 of a (Sy + 2)-row block collects the shares of cell c (as in
+        # linear_binning); y-major, so that a particle's window is contiguous. NaN casts
+        # to an arbitrary integer: the clips keep it in.
         rows = y_size + 2
         iy = xp.clip(xp.astype(c, xp.int64) + 1, 0, y_size + 1)
         ix = xp.clip(xp.astype(first, xp.int64), 0, x_size - window)
-        steps = xp.arange(window, dtype=xp.int64, **self._device_kw())
-        index = (ix[:, None] + steps[None, :]) * rows + iy[:, None]
-        shares = xp.stack([kernel - kernel * f, kernel * f], axis=-1)
-        pairs = self._scatter_add_rows(
-            x_size * rows, xp.reshape(index, (-1,)), xp.reshape(shares, (-1, 2))
-        )
-        pairs = xp.reshape(pairs, (x_size, rows, 2))
-        return pairs[:, 1 : y_size + 1, 0] + pairs[:, :y_size, 1]
+        start = iy * x_size + ix
+        size = rows * x_size
+        low = self._scatter_add_windows(size, start, kernel * lower[:, None])
+        high = self._scatter_add_windows(size, start, kernel * upper[:, None])
+        low, high = xp.reshape(low, (rows, x_size)), xp.reshape(high, (rows, x_size))
+        return xp.matrix_transpose(low[1 : y_size + 1] + high[:y_size])
+
+    def _scatter_add_windows(self, size: int, starts: Any, windows: Any) -> Any:
+        """``zeros(size)`` with each row of ``windows`` (n, w) added at ``starts[k] ...
+        starts[k] + w - 1`` (in range). One scatter of whole windows where the library
+        has it (JAX: 11 ms instead of 137 ms for 10^5 windows of 104 values)."""
+        xp = self.xp
+        width = windows.shape[1]
+        steps = xp.arange(width, dtype=xp.int64, **self._device_kw())
+        index = xp.reshape(starts[:, None] + steps[None, :], (-1,))
+        return self.scatter_add(self.zeros(size), index, xp.reshape(windows, (-1,)))
 
     def _scatter_add_rows(self, rows: int, indices: Any, values: Any) -> Any:
         """``zeros((rows, k))`` with the rows of ``values`` (n, k) added at ``indices``.
