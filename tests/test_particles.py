@@ -92,8 +92,8 @@ def test_kde_plan_rejects_bad_options(backend):
         backend.binned_kde(grid, 0.1, images="mirror")
     with pytest.raises(ValueError, match="smoothing"):
         backend.binned_kde(grid, 0.1, smoothing="toeplitz")
-    with pytest.raises(ValueError, match="1D"):
-        backend.binned_kde((grid, grid), 0.1, images="reflect")
+    with pytest.raises(ValueError, match="images"):  # 2D: one kind per axis
+        backend.binned_kde((grid, grid), 0.1, images=("reflect", "mirror"))
     with pytest.raises(ValueError, match="bandwidth"):
         backend.binned_kde(grid, -0.1)
 

@@ -109,6 +109,18 @@ class JAXBackend(BaseBackend):
     def _scatter_add_rows(self, rows: int, indices: Any, values: Any) -> Any:
         return jnp.zeros((rows, values.shape[1]), dtype=values.dtype).at[indices].add(values)
 
+    def _scatter_add_windows(self, size: int, starts: Any, windows: Any) -> Any:
+        numbers = jax.lax.ScatterDimensionNumbers(
+            update_window_dims=(1,), inserted_window_dims=(), scatter_dims_to_operand_dims=(0,)
+        )
+        return jax.lax.scatter_add(
+            jnp.zeros(size, dtype=windows.dtype),
+            starts[:, None],
+            windows,
+            numbers,
+            mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS,
+        )
+
     def scan(self, step: Callable, carry: Any, xs: Any = None, length: int | None = None):
         return jax.lax.scan(step, carry, xs, length=length)
 

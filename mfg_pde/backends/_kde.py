@@ -1,11 +1,13 @@
-"""The binned Gaussian KDE, planned once and applied many times.
+"""The binned Gaussian KDE in 1D, planned once and applied many times.
 
 :class:`BinnedKDE` holds everything that depends on the grid and the bandwidth, but not
 on the particles: the fine binning grid, the sampled kernel on the backend's device, and
 either the kernel's spectrum (FFT convolution) or the reshaped kernel of the banded
 product. Applying it to particles costs one linear binning pass over the particles
-(``backend.linear_binning`` in 1D) plus work on the fine grid, with no host round-trip,
-so a compiled time march (JAX ``scan``) or a GPU march can call it at every step.
+(``backend.linear_binning``) plus work on the fine grid, with no host round-trip, so a
+compiled time march (JAX ``scan``) or a GPU march can call it at every step. Its image
+and smoothing steps act on the last axis of a batch of fine-grid rows, which is how the
+2D plan (:mod:`mfg_pde.backends._kde_2d`) smooths along its binned axis.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import numpy as np
 KDE_CUTOFF = 8.0
 
 #: Default bound of the binning error, relative to the kernel's peak value (see
-#: :meth:`BaseBackend.gaussian_kde`). 2D is looser because the fine grid is squared.
+#: :meth:`BaseBackend.gaussian_kde`). 2D is looser (it was set when both axes were
+#: binned; the 2D plan now bins one axis only, see :mod:`mfg_pde.backends._kde_2d`).
 BINNING_RTOL = {1: 1e-6, 2: 1e-4}
 
 #: Largest fine binning grid (points over all axes) the binned KDE will build.
 MAX_BINNING_POINTS = 2**24
 
-#: Images of the particles that :class:`BinnedKDE` can add (1D only).
+#: Images of the particles that the binned plans can add (per axis in 2D).
 IMAGES = (None, "reflect", "periodic")
 
 #: Smoothing methods: FFT convolution, or the banded product on the reshaped fine grid.
@@ -39,40 +42,43 @@ BANDED_FLOP_ADVANTAGE = 4.0
 
 
 class BinnedKDE:
-    """Gaussian KDE on a fixed uniform grid by linear binning plus convolution.
+    """Gaussian KDE on a fixed uniform 1D grid by linear binning plus convolution.
 
-    ``density(x) = sum_k w_k exp(-|x - X_k|^2 / (2 h^2)) / (h sqrt(2 pi))^d`` on the
-    grid, computed as follows. The fine grid of each axis contains the output points,
-    has spacing ``delta = spacing / r <= h sqrt(8 rtol / d)`` and extends ``8 h`` past
-    both ends (``pad`` points). Particles are binned linearly onto it (each gives its
-    two neighbours their shares; the error of one particle is at most ``rtol`` times the
+    ``density(x) = sum_k w_k exp(-(x - X_k)^2 / (2 h^2)) / (h sqrt(2 pi))`` on the grid,
+    computed as follows. The fine grid contains the output points, has spacing
+    ``delta = spacing / r <= h sqrt(8 rtol)`` and extends ``8 h`` past both ends
+    (``pad`` points). Particles are binned linearly onto it (each gives its two
+    neighbours their shares; the error of one particle is at most ``rtol`` times the
     kernel's peak, see :meth:`BaseBackend.gaussian_kde`), images are added on the fine
     grid, and the binned weights are convolved with the kernel sampled at ``delta`` and
-    read at the output points.
+    read at the output points. :meth:`add_images` and :meth:`smooth` act on the last
+    axis of an array ``(..., F)``, so a batch of fine rows is smoothed in one call.
 
     Parameters
     ----------
     backend : BaseBackend
-    axes : sequence of 1D host arrays
-        The output grid, one uniform array per axis (1 or 2 axes).
-    bandwidth : sequence of float
-        ``h`` per axis.
+    axes : sequence of one 1D host array
+        The output grid (uniform). For 2D grids see
+        :class:`~mfg_pde.backends._kde_2d.BinnedKDE2D`.
+    bandwidth : sequence of one float
+        ``h``.
     binning_rtol : float
     images : {None, "reflect", "periodic"}
-        1D only; the particles must then lie in the domain. ``"reflect"``: add the mirror
-        images of the particles across the first and the last grid point (no-flux walls).
-        ``"periodic"``: the grid is one period ``[x_0, x_0 + G spacing)``; add the images
-        shifted by plus and minus one period. Because both ends are fine-grid points and
-        the period is a whole number of fine cells, an image's binned weights are the
-        particles' binned weights reflected or shifted: the images cost O(fine grid), not
-        another 2N binned particles, and equal binning the 3N points up to round-off.
+        The particles must then lie in the domain. ``"reflect"``: add the mirror images
+        of the particles across the first and the last grid point (no-flux walls).
+        ``"periodic"``: the grid is one period ``[x_0, x_0 + G spacing)``; add the
+        images shifted by plus and minus one period. Because both ends are fine-grid
+        points and the period is a whole number of fine cells, an image's binned
+        weights are the particles' binned weights reflected or shifted: the images cost
+        O(fine grid), not another 2N binned particles, and equal binning the 3N points
+        up to round-off.
     smoothing : {"auto", "fft", "banded"}
-        How the binned weights are convolved (1D; 2D always uses the FFT). ``"fft"``:
-        zero-padded real FFTs, ``O(F log F)`` for ``F`` fine points. ``"banded"``: the
-        kernel applied at the output points only, as one matrix product of the fine grid
-        reshaped to rows of ``r`` points with the kernel reshaped to ``q = ceil((2 pad +
-        1) / r)`` columns, ``O(F q)``; ``q ~ 16 h / spacing``, so this wins when the
-        bandwidth is a few grid spacings. ``"auto"`` picks by flop count.
+        How the binned weights are convolved. ``"fft"``: zero-padded real FFTs,
+        ``O(F log F)`` for ``F`` fine points. ``"banded"``: the kernel applied at the
+        output points only, as one matrix product of the fine grid reshaped to rows of
+        ``r`` points with the kernel reshaped to ``q = ceil((2 pad + 1) / r)`` columns,
+        ``O(F q)``; ``q ~ 16 h / spacing``, so this wins when the bandwidth is a few
+        grid spacings. ``"auto"`` picks by flop count.
     """
 
     def __init__(
@@ -89,8 +95,8 @@ class BinnedKDE:
         if smoothing not in SMOOTHINGS:
             raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
         dim = len(axes)
-        if images is not None and dim != 1:
-            raise ValueError("images are implemented for 1D grids only")
+        if dim != 1:
+            raise ValueError(f"BinnedKDE is the 1D plan; got {dim} axes (use BinnedKDE2D)")
         self.backend = backend
         self.dim = dim
         self.images = images
@@ -121,10 +127,6 @@ class BinnedKDE:
 
     # -- planning ------------------------------------------------------------------------
     def _choose_smoothing(self, smoothing: str, kernels: list[np.ndarray]) -> str:
-        if self.dim != 1:
-            if smoothing == "banded":
-                raise ValueError("smoothing='banded' is implemented for 1D grids only")
-            return "fft"
         if smoothing != "auto":
             return smoothing
         return "banded" if self.banded_flops() < self.fft_flops() else "fft"
@@ -143,11 +145,8 @@ class BinnedKDE:
 
     def _prepare_fft(self, kernels: list[np.ndarray]) -> None:
         b = self.backend
-        self._fft_shape = [
-            _fast_fft_size(s + len(k) - 1) for s, k in zip(self.shape, kernels, strict=True)
-        ]
-        axes = tuple(range(self.dim))
-        spectrum = np.fft.rfftn(_outer(kernels), s=self._fft_shape, axes=axes)
+        self._fft_size = _fast_fft_size(self.shape[0] + len(kernels[0]) - 1)
+        spectrum = np.fft.rfft(kernels[0], n=self._fft_size)
         if b.eps > 1e-10:  # a float32 device (torch on mps): match its complex type
             spectrum = spectrum.astype(np.complex64)
         self._spectrum = b.from_numpy(spectrum)
@@ -169,7 +168,7 @@ class BinnedKDE:
 
     # -- applying ------------------------------------------------------------------------
     def __call__(self, particles: Any, weights: Any | None = None) -> Any:
-        """Density on the grid: ``(G,)`` for particles ``(N,)``, ``(Gx, Gy)`` for ``(N, 2)``.
+        """Density ``(G,)`` on the grid of particles ``(N,)`` (or ``(N, 1)``).
 
         Weights default to ``1/N`` each (then no weight array is formed).
         """
@@ -180,58 +179,36 @@ class BinnedKDE:
 
     def bin(self, particles: Any, weights: Any | None = None) -> Any:
         """Linear binning onto the fine grid (unit weights when ``weights`` is None)."""
-        b = self.backend
-        if self.dim == 1:
-            pts = particles if particles.ndim == 1 else particles[:, 0]
-            return b.linear_binning(pts, self.starts[0], self.deltas[0], self.shape[0], weights)
-        return self._bin_nd(particles, weights)
-
-    def _bin_nd(self, pts: Any, weights: Any | None) -> Any:
-        b = self.backend
-        xp = b.xp
-        shape, dim = self.shape, self.dim
-        if weights is None:
-            weights = xp.ones((pts.shape[0],), dtype=b.dtype, **b._device_kw())
-        cells, fracs = [], []
-        for i in range(dim):
-            s = (pts[:, i] - self.starts[i]) / self.deltas[i]
-            c = xp.floor(s)
-            fracs.append(s - c)
-            cells.append(xp.astype(c, xp.int64))
-        inside = None
-        for i in range(dim):
-            ok = (cells[i] >= 0) & (cells[i] < shape[i] - 1)
-            inside = ok if inside is None else inside & ok
-        w = xp.where(inside, weights, 0.0)
-        binned = b.zeros(math.prod(shape))
-        for corner in range(2**dim):
-            idx, wc = None, w
-            for i in range(dim):
-                bit = (corner >> i) & 1
-                ci = xp.clip(cells[i] + bit, 0, shape[i] - 1)
-                wc = wc * (fracs[i] if bit else 1.0 - fracs[i])
-                stride = math.prod(shape[i + 1 :])
-                idx = ci * stride if idx is None else idx + ci * stride
-            binned = b.scatter_add(binned, idx, wc)
-        return xp.reshape(binned, tuple(shape))
+        pts = particles if particles.ndim == 1 else particles[:, 0]
+        return self.backend.linear_binning(
+            pts, self.starts[0], self.deltas[0], self.shape[0], weights
+        )
 
     def add_images(self, binned: Any) -> Any:
-        """Add the reflected or periodic images (see ``images``) to binned weights."""
+        """Add the reflected or periodic images (see ``images``) to binned weights.
+
+        ``binned`` is ``(..., F)``: the images act on the last axis.
+        """
         if self.images is None:
             return binned
-        xp, b = self.backend.xp, self.backend
+        xp = self.backend.xp
         size, pad = self.shape[0], self.pads[0]
+        batch = tuple(binned.shape[:-1])
+
+        def zeros(n: int) -> Any:
+            return self.backend.zeros((*batch, n))
+
         if self.images == "reflect":
             # Fine index pad is the left wall, pad + E the right one (E = (G-1) r): the
             # mirror image of the weight at pad + i lands at pad - i, of pad + E - i at
             # pad + E + i, for i = 0 ... pad.
             end = size - 1 - pad
-            left = xp.flip(binned[pad : 2 * pad + 1], axis=0)
-            right = xp.flip(binned[end - pad : end + 1], axis=0)
+            left = xp.flip(binned[..., pad : 2 * pad + 1], axis=-1)
+            right = xp.flip(binned[..., end - pad : end + 1], axis=-1)
             return (
                 binned
-                + xp.concat([left, b.zeros(size - pad - 1)])
-                + xp.concat([b.zeros(end), right])
+                + xp.concat([left, zeros(size - pad - 1)], axis=-1)
+                + xp.concat([zeros(end), right], axis=-1)
             )
         period = self.period
         if period >= size:  # the kernel is too narrow to reach across a period
@@ -239,33 +216,33 @@ class BinnedKDE:
         rest = size - period
         return (
             binned
-            + xp.concat([binned[period:], b.zeros(period)])  # images at x - L
-            + xp.concat([b.zeros(period), binned[:rest]])  # images at x + L
+            + xp.concat([binned[..., period:], zeros(period)], axis=-1)  # images at x - L
+            + xp.concat([zeros(period), binned[..., :rest]], axis=-1)  # images at x + L
         )
 
     def smooth(self, binned: Any) -> Any:
-        """Convolve binned weights on the fine grid with the kernel; read the output grid."""
+        """Convolve binned weights on the fine grid with the kernel; read the output grid.
+
+        ``binned`` is ``(..., F)``; returns ``(..., G)``, each row smoothed alone.
+        """
         xp = self.backend.xp
+        batch = tuple(binned.shape[:-1])
         if self.smoothing == "banded":
             r, g, q = self.refine[0], self.out_shape[0], self._q
-            rows = xp.concat([binned, self.backend.zeros(self._rows * r - self.shape[0])])
+            extra = self.backend.zeros((*batch, self._rows * r - self.shape[0]))
+            rows = xp.concat([binned, extra], axis=-1)
             partial = self.backend._small_matmul(
-                xp.reshape(rows, (self._rows, r)), self._kernel_columns
+                xp.reshape(rows, (*batch, self._rows, r)), self._kernel_columns
             )
-            terms = xp.take(xp.reshape(partial, (-1,)), self._diagonals)
-            out = xp.sum(xp.reshape(terms, (g, q)), axis=1)
+            terms = xp.take(xp.reshape(partial, (*batch, self._rows * q)), self._diagonals, axis=-1)
+            out = xp.sum(xp.reshape(terms, (*batch, g, q)), axis=-1)
             return xp.clip(out, 0.0, None)
-        axes = tuple(range(self.dim))
-        spec = xp.fft.rfftn(binned, s=self._fft_shape, axes=axes) * self._spectrum
-        conv = xp.fft.irfftn(spec, s=self._fft_shape, axes=axes)
+        spec = xp.fft.rfft(binned, n=self._fft_size, axis=-1) * self._spectrum
+        conv = xp.fft.irfft(spec, n=self._fft_size, axis=-1)
         # conv[j] = sum_k binned[k] kernel[j - k + pad]; output point m sits at fine index
         # pad + m r, so it is read at conv index (pad + m r) + pad.
-        out = conv
-        for i in range(self.dim):
-            lo = 2 * self.pads[i]
-            sl = [slice(None)] * self.dim
-            sl[i] = slice(lo, lo + (self.out_shape[i] - 1) * self.refine[i] + 1, self.refine[i])
-            out = out[tuple(sl)]
+        lo, r = 2 * self.pads[0], self.refine[0]
+        out = conv[..., lo : lo + (self.out_shape[0] - 1) * r + 1 : r]
         # FFT round-off leaves values of order eps * max where the density is ~0, some of
         # them negative; the exact sum is >= 0, so clipping only moves towards it.
         return xp.clip(out, 0.0, None)
@@ -280,14 +257,21 @@ def fine_grid(axis: np.ndarray, h: float, binning_rtol: float, dim: int = 1):
     both ends, ``size = (G - 1) r + 1 + 2 pad``.
     """
     g = axis.shape[0]
-    spacing = (axis[-1] - axis[0]) / (g - 1) if g > 1 else h
-    if g > 1 and not np.allclose(np.diff(axis), spacing, rtol=1e-9, atol=0):
-        raise ValueError("method='binned' needs a uniform grid; use method='exact'")
+    spacing = uniform_spacing(axis, h)
     target = h * math.sqrt(8.0 * binning_rtol / dim)
     r = max(1, math.ceil(spacing / target))
     delta = spacing / r
     pad = math.ceil(KDE_CUTOFF * h / delta)
     return (g - 1) * r + 1 + 2 * pad, r, pad, delta
+
+
+def uniform_spacing(axis: np.ndarray, default: float) -> float:
+    """Spacing of a uniform axis (``default`` for a single point); ValueError otherwise."""
+    g = axis.shape[0]
+    spacing = (axis[-1] - axis[0]) / (g - 1) if g > 1 else default
+    if g > 1 and not np.allclose(np.diff(axis), spacing, rtol=1e-9, atol=0):
+        raise ValueError("method='binned' needs a uniform grid; use method='exact'")
+    return float(spacing)
 
 
 def _fast_fft_size(n: int) -> int:
@@ -304,10 +288,3 @@ def _fast_fft_size(n: int) -> int:
             p35 *= 3
         p5 *= 5
     return best
-
-
-def _outer(vectors: list[np.ndarray]) -> np.ndarray:
-    out = vectors[0]
-    for v in vectors[1:]:
-        out = np.multiply.outer(out, v)
-    return out

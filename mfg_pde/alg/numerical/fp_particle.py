@@ -18,17 +18,27 @@ from mfg_pde.alg.numerical.particle_strategy import (
 )
 from mfg_pde.backends import BaseBackend
 from mfg_pde.backends._kde import BINNING_RTOL, fine_grid
+from mfg_pde.backends._kde_2d import work_points
 
 
 class FPParticleSolver(BaseSolver):
-    r"""Density path from ``num_particles`` agents following the feedback ``-u_x / λ``.
+    r"""Density path from ``num_particles`` agents following the feedback ``-∇u / λ``.
 
-    ``X_{n+1} = X_n - u_x(t_n, X_n) dt / λ + σ sqrt(dt) Z_n`` with ``u_x`` the central
-    difference of ``U^n`` interpolated linearly to the particles; particles are reflected
-    at no-flux walls and wrapped on periodic domains. ``M^0 = m0`` on the grid; later
-    levels are the Gaussian KDE of the particles with mirror images across the walls
-    (or periodic images), so no mass leaks through a boundary, renormalised to the mass
-    of ``m0``.
+    ``X_{n+1} = X_n - ∇u(t_n, X_n) dt / λ + σ sqrt(dt) Z_n`` with ``∇u`` the central
+    difference of ``U^n`` along each axis, interpolated linearly (bilinearly in 2D) to
+    the particles; per axis, particles are reflected at no-flux walls and wrapped on
+    periodic axes. ``M^0 = m0`` on the grid; later levels are the Gaussian KDE of the
+    particles with mirror images across the walls (or periodic images; in 2D per axis,
+    and their products at corners), so no mass leaks through a boundary, renormalised
+    to the mass of ``m0`` (``sum(M^n) * cell_volume = 1``).
+
+    Works on 1D and 2D problems (``problem.dim``); :meth:`solve` takes and returns
+    arrays of ``problem.shape``: ``(Nt + 1, Nx)`` or ``(Nt + 1, nx, ny)``. In 2D the
+    initial positions are drawn from ``m0`` seen as constant on the cell of each node
+    (a cell chosen with probability ``m0 * cell_volume``, then a uniform point in it,
+    folded into the domain), as the 1D inverse CDF does; the march keeps the
+    coordinates as one ``(N,)`` array per axis, so the per-axis kernels read
+    contiguous memory.
 
     Every :meth:`solve` restarts the random stream from ``seed`` (common random
     numbers), so the map ``U -> M`` is deterministic and a fixed-point iteration on it
@@ -44,11 +54,15 @@ class FPParticleSolver(BaseSolver):
     seed : int
         Seed of the random stream (initial positions and Brownian increments).
     kde_method : {"binned", "exact"}
-        See :meth:`~mfg_pde.backends.BaseBackend.gaussian_kde`.
-    bandwidth : float or "scott"
-        Kernel width h. ``"scott"``: ``max(std(m0) N^{-1/5}, dx)`` (Scott's rule on the
-        initial density, never below the grid spacing), fixed for the whole solve so that
-        compiled kernels keep static shapes.
+        See :meth:`~mfg_pde.backends.BaseBackend.gaussian_kde`. ``"exact"`` sums the
+        kernel over all 3N (2D: 9N) image points, ``O(N · grid)``: for checks.
+    bandwidth : float, pair of floats (2D) or "scott"
+        Kernel width h (2D: one per axis; a float is used on both). ``"scott"``:
+        ``max(std(m0) N^{-1/5}, dx)`` in 1D and per axis ``max(std_a(m0) N^{-1/6},
+        spacing_a)`` in 2D, with ``std_a`` the standard deviation of ``m0``'s marginal
+        along axis ``a`` (Scott's rule ``N^{-1/(d+4)}`` on the initial density, never
+        below the grid spacing). Fixed for the whole solve so that compiled kernels keep
+        static shapes; :attr:`bandwidth` is a float in 1D and a pair in 2D.
     strategy : "auto", "cpu", "gpu" or ParticleStrategy
         Where the march runs (see :mod:`mfg_pde.alg.numerical.particle_strategy`):
         ``"auto"`` picks the cheaper of the CPU and GPU strategies by their cost model
@@ -63,6 +77,10 @@ class FPParticleSolver(BaseSolver):
     or periodic images are added there by reflecting or shifting the binned weights
     (:meth:`~mfg_pde.backends.BaseBackend.binned_kde`), which equals binning the 3N
     image points. ``kde_method="exact"`` sums the kernel over the 3N points, O(N·Nx).
+    In 2D the KDE is :class:`~mfg_pde.backends._kde_2d.BinnedKDE2D` (exact along x
+    near each particle, binned along y), O(N · 16 h_x / dx) plus O(nx · fine y grid);
+    the images of each axis are added by folding its padded axis, the corner images
+    by folding both.
     """
 
     def __init__(
@@ -92,18 +110,7 @@ class FPParticleSolver(BaseSolver):
         self.seed = int(seed)
         self.kde_method = kde_method
         self.requested_strategy = strategy
-        if bandwidth == "scott":
-            x, m0 = problem.x, problem.m0
-            mean = np.sum(x * m0) / np.sum(m0)
-            std = math.sqrt(np.sum((x - mean) ** 2 * m0) / np.sum(m0))
-            self.bandwidth = max(std * self.num_particles ** (-0.2), problem.dx)
-        else:
-            h = float(bandwidth)
-            if not (math.isfinite(h) and h > 0):
-                raise ValueError(
-                    f"bandwidth must be 'scott' or a positive number, got {bandwidth!r}"
-                )
-            self.bandwidth = h
+        self.bandwidth = _bandwidth(problem, bandwidth, self.num_particles)
         super().__init__(problem, backend)
 
     @property
@@ -111,14 +118,18 @@ class FPParticleSolver(BaseSolver):
         """N, Nt, Nx and the KDE's fine grid: what the strategies' cost model needs."""
         p = self.problem
         fine = 0
-        if self.kde_method == "binned":
+        if self.kde_method == "binned" and p.dim == 1:
             fine = fine_grid(p.x, self.bandwidth, BINNING_RTOL[1])[0]
-        return ParticleProblemSize(self.num_particles, p.Nt, p.Nx, fine)
+        elif self.kde_method == "binned":
+            fine = work_points(list(p.axes), self.bandwidth, BINNING_RTOL[2])
+        return ParticleProblemSize(self.num_particles, p.Nt, math.prod(p.grid_shape), fine)
 
     def _plan_kde(self, b: BaseBackend, smoothing: str = "auto"):
         p = self.problem
-        images = "periodic" if p.boundary == "periodic" else "reflect"
-        return b.binned_kde(p.x, self.bandwidth, images=images, smoothing=smoothing)
+        images = tuple("periodic" if periodic else "reflect" for periodic in p.periodic)
+        grid = p.x if p.dim == 1 else tuple(p.axes)
+        kinds = images[0] if p.dim == 1 else images
+        return b.binned_kde(grid, self.bandwidth, images=kinds, smoothing=smoothing)
 
     def _build(self) -> None:
         p = self.problem
@@ -126,19 +137,24 @@ class FPParticleSolver(BaseSolver):
             self.backend, self.problem_size, self.requested_strategy
         )
         b = self.march_backend = self.strategy.march_backend
-        self._x = b.from_numpy(p.x)
+        self._axes = tuple(b.from_numpy(a) for a in p.axes)
         self._m0 = b.from_numpy(p.m0)
         self._g = b.from_numpy(p.g)
-        # Inverse CDF of m0, seen as constant on cells of width dx around the nodes.
-        edges = np.concatenate([p.x - 0.5 * p.dx, [p.x[-1] + 0.5 * p.dx]])
-        cdf = np.concatenate([[0.0], np.cumsum(p.m0)])
+        # Inverse CDF of m0, seen as constant on the cell around each node (in 2D over
+        # the cells in C order; the cell's position then follows from its index).
+        cdf = np.concatenate([[0.0], np.cumsum(p.m0.reshape(-1))])
         self._cdf = b.from_numpy(cdf / cdf[-1])
-        self._cdf_edges = b.from_numpy(edges)
+        if p.dim == 1:
+            edges = np.concatenate([p.x - 0.5 * p.dx, [p.x[-1] + 0.5 * p.dx]])
+            self._cdf_edges = b.from_numpy(edges)
         self._kde = self._plan_kde(b) if self.kde_method == "binned" else None
         self._march_compiled = b.jit(self._march)
 
     def solve(self, U: Any = None) -> np.ndarray:
-        """Density path (Nt + 1, Nx) for a value function (default: ``U[n] = g``)."""
+        """Density path ``problem.shape`` for a value function (default: ``U[n] = g``).
+
+        ``(Nt + 1, Nx)`` in 1D, ``(Nt + 1, nx, ny)`` in 2D, as U.
+        """
         return self.march_backend.to_numpy(self._solve_march(U))
 
     def solve_backend(self, U: Any = None) -> Any:
@@ -151,7 +167,7 @@ class FPParticleSolver(BaseSolver):
     def _solve_march(self, U: Any) -> Any:
         p, b = self.problem, self.march_backend
         if U is None:
-            U = b.xp.broadcast_to(self._g[None, :], p.shape)
+            U = b.xp.broadcast_to(self._g[None, ...], p.shape)
         elif b is not self.backend and not b.is_array(U):
             U = self.backend.to_numpy(self._as_backend(U, "U", p.shape))
         U = b.array(U)
@@ -159,38 +175,98 @@ class FPParticleSolver(BaseSolver):
             raise ValueError(f"U must have shape {p.shape}, got {tuple(U.shape)}")
         return self._march_compiled(U, b.random_key(self.seed))
 
-    def _wrap_into_domain(self, X: Any) -> Any:
-        """Reflect at no-flux walls (any number of times) or wrap periodically."""
-        p = self.problem
+    def _wrap_into_domain(self, X: Any, axis: int = 0) -> Any:
+        """Reflect at no-flux walls (any number of times) or wrap periodically, along
+        ``axis`` (``X`` holds that coordinate of every particle)."""
+        lo, hi = self.problem.bounds[axis]
         return self.march_backend.fold_into_interval(
-            X, p.xmin, p.xmax, periodic=p.boundary == "periodic"
+            X, lo, hi, periodic=self.problem.periodic[axis]
         )
 
-    def _density(self, X: Any) -> Any:
+    def _initial_positions(self, key: Any) -> tuple[Any, tuple[Any, ...]]:
+        """``(key, X0)``: positions drawn from m0, one ``(N,)`` array per axis."""
+        b, p = self.march_backend, self.problem
+        xp, n = b.xp, self.num_particles
+        if p.dim == 1:
+            key, u01 = b.uniform(key, (n,))
+            return key, (self._wrap_into_domain(b.interp(u01, self._cdf, self._cdf_edges)),)
+        key, u = b.uniform(key, (2, n))
+        cells = int(self._cdf.shape[0]) - 1
+        # cdf[c] <= u < cdf[c + 1] picks cell c with probability m0_c / sum(m0); where u
+        # sits in that step is uniform on [0, 1): the position along x inside the cell.
+        cell = xp.clip(xp.searchsorted(self._cdf, u[0], side="right") - 1, 0, cells - 1)
+        below = xp.take(self._cdf, cell)
+        along_x = xp.clip((u[0] - below) / (xp.take(self._cdf, cell + 1) - below), 0.0, 1.0)
+        ny = p.grid_shape[1]
+        node = (xp.astype(cell // ny, b.dtype), xp.astype(cell % ny, b.dtype))
+        X0 = tuple(
+            self._wrap_into_domain(float(p.axes[a][0]) + (node[a] + frac - 0.5) * p.spacing[a], a)
+            for a, frac in enumerate((along_x, u[1]))
+        )
+        return key, X0
+
+    def _drift(self, u: Any, X: tuple[Any, ...], step_scale: float) -> tuple[Any, ...]:
+        """``-∇u dt / λ`` at the particles, one ``(N,)`` array per axis."""
+        b, p = self.march_backend, self.problem
+        xp = b.xp
+        if p.dim == 1:
+            periodic = p.periodic[0]
+            # Scale on the grid (Nx values) rather than per particle (N values).
+            shift = st.central_gradient(xp, u, p.dx, periodic) * step_scale
+            if periodic:  # close the grid with its image at xmax to interpolate across the seam
+                shift = xp.concat([shift, shift[:1]])
+            return (b.interp_uniform(X[0], p.xmin, p.dx, shift),)
+        components = []
+        for a in range(2):
+            along = st.central_gradient(xp, xp.moveaxis(u, a, -1), p.spacing[a], p.periodic[a])
+            components.append(xp.moveaxis(along * step_scale, -1, a))
+        field = xp.stack(components)  # (2, nx, ny)
+        for a in range(2):
+            if p.periodic[a]:  # close the grid with its image at the far side, as in 1D
+                seam = field[:, :1] if a == 0 else field[:, :, :1]
+                field = xp.concat([field, seam], axis=a + 1)
+        starts = tuple(float(axis[0]) for axis in p.axes)
+        shift = b.interp_uniform_2d(X[0], X[1], starts, p.spacing, field)
+        return shift[0], shift[1]
+
+    def _density(self, X: tuple[Any, ...]) -> Any:
         b, p = self.march_backend, self.problem
         xp = b.xp
         if self._kde is not None:
-            density = self._kde(X)
+            density = self._kde(X[0] if p.dim == 1 else X)
         else:
-            if p.boundary == "periodic":
-                images = [X - p.length, X, X + p.length]
-            else:
-                images = [2.0 * p.xmin - X, X, 2.0 * p.xmax - X]
-            particles = xp.concat(images)
-            weights = xp.full(particles.shape, 1.0 / X.shape[0], dtype=b.dtype, **b._device_kw())
+            images = []
+            for a, coord in enumerate(X):
+                lo, hi = p.bounds[a]
+                if p.periodic[a]:
+                    images.append([coord - (hi - lo), coord, coord + (hi - lo)])
+                else:
+                    images.append([2.0 * lo - coord, coord, 2.0 * hi - coord])
+            if p.dim == 1:
+                particles = xp.concat(images[0])
+            else:  # all 9 combinations: the corner images are products of both axes'
+                xs, ys = images
+                particles = xp.stack(
+                    [
+                        xp.concat([x for x in xs for _ in ys]),
+                        xp.concat([y for _ in xs for y in ys]),
+                    ],
+                    axis=1,
+                )
+            n = X[0].shape[0]
+            weights = xp.full((particles.shape[0],), 1.0 / n, dtype=b.dtype, **b._device_kw())
+            grid = self._axes[0] if p.dim == 1 else self._axes
             density = b.gaussian_kde(
-                self._x, particles, self.bandwidth, method="exact", weights=weights
+                grid, particles, self.bandwidth, method="exact", weights=weights
             )
-        return density / (xp.sum(density) * p.dx)
+        return density / (xp.sum(density) * p.cell_volume)
 
     def _march(self, U: Any, key: Any) -> Any:
         b, p = self.march_backend, self.problem
         xp = b.xp
-        periodic = p.boundary == "periodic"
-        key, u01 = b.uniform(key, (self.num_particles,))
-        X0 = self._wrap_into_domain(b.interp(u01, self._cdf, self._cdf_edges))
+        key, X0 = self._initial_positions(key)
         noise_scale = p.sigma * math.sqrt(p.dt)
-        step_scale = -p.dt / p.control_cost  # the drift -u_x / λ over one step
+        step_scale = -p.dt / p.control_cost  # the drift -∇u / λ over one step
 
         def time_step(carry, u):
             X, key = carry
@@ -200,15 +276,37 @@ class FPParticleSolver(BaseSolver):
             # normal transform with it, once per consumer (measured: 7 ms instead of
             # 0.5 ms per step for 10^5 particles). The density of X^0 is replaced by m0.
             density = self._density(X)
-            # Scale on the grid (Nx values) rather than per particle (N values).
-            shift = st.central_gradient(xp, u, p.dx, periodic) * step_scale
-            if periodic:  # close the grid with its image at xmax to interpolate across the seam
-                shift = xp.concat([shift, shift[:1]])
-            key, z = b.normal(key, (self.num_particles,))
-            X = self._wrap_into_domain(
-                X + b.interp_uniform(X, p.xmin, p.dx, shift) + noise_scale * z
-            )
-            return (X, key), density
+            shift = self._drift(u, X, step_scale)
+            moved = []
+            for a in range(p.dim):
+                key, z = b.normal(key, (self.num_particles,))
+                moved.append(self._wrap_into_domain(X[a] + shift[a] + noise_scale * z, a))
+            return (tuple(moved), key), density
 
         (X, _), densities = b.scan(time_step, (X0, key), U[:-1])
-        return xp.concat([self._m0[None, :], densities[1:], self._density(X)[None, :]], axis=0)
+        return xp.concat([self._m0[None, ...], densities[1:], self._density(X)[None, ...]], axis=0)
+
+
+def _bandwidth(problem: MFGProblem, bandwidth: Any, num_particles: int) -> Any:
+    """The kernel width: a float in 1D, a pair in 2D (see :class:`FPParticleSolver`)."""
+    p = problem
+    if isinstance(bandwidth, str) and bandwidth == "scott":
+        widths = []
+        for a, (axis, spacing) in enumerate(zip(p.axes, p.spacing, strict=True)):
+            marginal = p.m0.sum(axis=tuple(i for i in range(p.dim) if i != a))
+            mean = np.sum(axis * marginal) / np.sum(marginal)
+            std = math.sqrt(np.sum((axis - mean) ** 2 * marginal) / np.sum(marginal))
+            widths.append(max(std * num_particles ** (-1.0 / (p.dim + 4)), spacing))
+        return widths[0] if p.dim == 1 else tuple(widths)
+    values = np.ravel(np.asarray(bandwidth, dtype=object))
+    ok = values.size in ((1,) if p.dim == 1 else (1, p.dim))
+    try:
+        widths = [float(h) for h in values]
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not all(math.isfinite(h) and h > 0 for h in widths):
+        accepted = "a positive number" + (" or a pair of them" if p.dim == 2 else "")
+        raise ValueError(f"bandwidth must be 'scott' or {accepted}, got {bandwidth!r}")
+    if p.dim == 1:
+        return widths[0]
+    return tuple(widths * 2) if len(widths) == 1 else tuple(widths)
