@@ -113,6 +113,7 @@ def thomas_solve(lower, c_prime, inverse, rhs, out):  # pragma: no cover - compi
         out[i] -= c_prime[i] * out[i + 1]
 
 
+@numba.njit(cache=True)
 def separable_binning(
     px, py, x_start, dx, window, scale, y_start, dy, weights, out
 ):  # pragma: no cover - compiled
