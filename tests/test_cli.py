@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from results_2d import synthetic_result_2d
 
 import mfg_pde
-from mfg_pde import _solve as solve_module
 from mfg_pde import backends as backends_module
 from mfg_pde._cli import main
 
@@ -73,28 +71,19 @@ def test_solve_particles_that_stop_early_exit_1_and_still_save(tmp_path):
 
 
 @pytest.mark.parametrize("example", ["hello_2d", "crowd_2d"])
-def test_solve_2d_example_writes_figure_and_result(example, monkeypatch, tmp_path, capsys):
-    """The 2D examples go through the CLI's plot and save paths. The solve itself is
-    replaced by a hand-made result of the problem's shapes (this tests the command line,
-    not the 2D solvers); ``--Nx 10`` means 10 points on both axes."""
-    problems = []
-
-    def fake_solve(problem, **options):
-        problems.append(problem)
-        return synthetic_result_2d(problem)
-
-    monkeypatch.setattr(solve_module, "solve_mfg", fake_solve)
+def test_solve_2d_example_writes_figure_and_result(example, tmp_path, capsys):
+    """A real 2D solve through the command line: ``--Nx 10`` means 10 points per axis."""
     out = tmp_path / "out"
     status = main(
         ["solve", "--example", example, "--backend", "numpy", "--Nx", "10", "--Nt", "4"]
         + ["--output", str(out)]
     )
     assert status == 0
-    assert problems[0].shape == (5, 10, 10)
     assert "Nx=10x10, Nt=4" in capsys.readouterr().out
     assert (out / f"{example}_fdm.png").read_bytes()[:4] == b"\x89PNG"
     result = mfg_pde.load(out / f"{example}_fdm.npz")
-    assert result.M.shape == (5, 10, 10) and result.y.shape == (10,)
+    assert result.converged and result.M.shape == (5, 10, 10) and result.y.shape == (10,)
+    assert abs(result.mass - 1.0).max() < 1e-12
 
 
 def test_info_lists_backends_versions_devices_and_threads(tmp_path):
