@@ -61,6 +61,17 @@ def check_solve_arguments(
     return float(tolerance), float(equation_tolerance)
 
 
+def check_krylov_options(krylov_tolerance: Any, max_krylov_iterations: Any) -> None:
+    """Validate the 2D solvers' ``krylov_tolerance`` (in (0, 1)) and
+    ``max_krylov_iterations`` (an int >= 1)."""
+    if not (isinstance(krylov_tolerance, (int, float)) and 0 < krylov_tolerance < 1):
+        raise ValueError(f"krylov_tolerance must be in (0, 1), got {krylov_tolerance!r}")
+    if isinstance(max_krylov_iterations, bool) or not isinstance(max_krylov_iterations, int):
+        raise TypeError(f"max_krylov_iterations must be an int, got {max_krylov_iterations!r}")
+    if max_krylov_iterations < 1:
+        raise ValueError(f"max_krylov_iterations must be >= 1, got {max_krylov_iterations}")
+
+
 class BaseSolver:
     """Holds a problem and a backend; rebuilds its compiled functions when the backend changes.
 

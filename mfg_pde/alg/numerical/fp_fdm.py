@@ -8,7 +8,7 @@ import numpy as np
 
 from mfg_pde.alg.numerical import _grid2d as g2
 from mfg_pde.alg.numerical import _stencils as st
-from mfg_pde.alg.numerical._base import BaseSolver, compiled_program
+from mfg_pde.alg.numerical._base import BaseSolver, check_krylov_options, compiled_program
 from mfg_pde.backends import BaseBackend
 
 
@@ -53,12 +53,7 @@ class FPFDMSolver(BaseSolver):
         krylov_tolerance: float = 1e-12,
         max_krylov_iterations: int = 200,
     ) -> None:
-        if not (isinstance(krylov_tolerance, (int, float)) and 0 < krylov_tolerance < 1):
-            raise ValueError(f"krylov_tolerance must be in (0, 1), got {krylov_tolerance!r}")
-        if isinstance(max_krylov_iterations, bool) or not isinstance(max_krylov_iterations, int):
-            raise TypeError(f"max_krylov_iterations must be an int, got {max_krylov_iterations!r}")
-        if max_krylov_iterations < 1:
-            raise ValueError(f"max_krylov_iterations must be >= 1, got {max_krylov_iterations}")
+        check_krylov_options(krylov_tolerance, max_krylov_iterations)
         self.krylov_tolerance = float(krylov_tolerance)
         self.max_krylov_iterations = max_krylov_iterations
         super().__init__(problem, backend)

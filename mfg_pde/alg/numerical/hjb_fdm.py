@@ -10,7 +10,7 @@ import numpy as np
 from mfg_pde._problem import MFGProblem
 from mfg_pde.alg.numerical import _grid2d as g2
 from mfg_pde.alg.numerical import _stencils as st
-from mfg_pde.alg.numerical._base import BaseSolver, compiled_program
+from mfg_pde.alg.numerical._base import BaseSolver, check_krylov_options, compiled_program
 from mfg_pde.backends import BaseBackend
 
 #: Newton iterations a sync-free march (torch) runs unconditionally per time step before
@@ -86,12 +86,7 @@ class HJBFDMSolver(BaseSolver):
             raise TypeError(f"max_newton_iterations must be an int, got {max_newton_iterations!r}")
         if max_newton_iterations < 1:
             raise ValueError(f"max_newton_iterations must be >= 1, got {max_newton_iterations}")
-        if not (isinstance(krylov_tolerance, (int, float)) and 0 < krylov_tolerance < 1):
-            raise ValueError(f"krylov_tolerance must be in (0, 1), got {krylov_tolerance!r}")
-        if isinstance(max_krylov_iterations, bool) or not isinstance(max_krylov_iterations, int):
-            raise TypeError(f"max_krylov_iterations must be an int, got {max_krylov_iterations!r}")
-        if max_krylov_iterations < 1:
-            raise ValueError(f"max_krylov_iterations must be >= 1, got {max_krylov_iterations}")
+        check_krylov_options(krylov_tolerance, max_krylov_iterations)
         self.newton_tolerance = float(newton_tolerance)
         self.max_newton_iterations = max_newton_iterations
         self.krylov_tolerance = float(krylov_tolerance)
@@ -243,14 +238,7 @@ def make_hjb_march(
         c, x, cost = arrays["c"], arrays["x"], arrays["cost"]
         diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * arrays["counts"]
         zero = xp.zeros_like(x)
-        dev = b._device_kw()
-        # Newton's counters (iterations, last step, converged, steps used), made once.
-        newton_init = (
-            xp.asarray(0, **dev),
-            xp.asarray(math.inf, dtype=b.dtype, **dev),
-            xp.asarray(False, **dev),
-            xp.asarray(0, **dev),
-        )
+        newton_init = _newton_counters(b)
 
         def newton_step(state, rhs, tol):
             u, it, step, done_before, used = state
@@ -298,6 +286,18 @@ def make_hjb_march(
     return march
 
 
+def _newton_counters(backend: BaseBackend) -> tuple:
+    """Newton's counters (iterations, last step size, converged, steps used), made once
+    per march."""
+    xp, dev = backend.xp, backend._device_kw()
+    return (
+        xp.asarray(0, **dev),
+        xp.asarray(math.inf, dtype=backend.dtype, **dev),
+        xp.asarray(False, **dev),
+        xp.asarray(0, **dev),
+    )
+
+
 def _newton_done(it: Any, step: Any, new_step: Any, tol: Any) -> Any:
     """Kelley's test on Newton's error estimate (see :class:`HJBFDMSolver`).
 
@@ -331,13 +331,7 @@ def make_hjb_march_2d(
         c, coords, cost, counts = arrays["c"], arrays["coords"], arrays["cost"], arrays["counts"]
         diag0 = 1.0 / c.dt
         zero = xp.zeros_like(coords[0])
-        dev = b._device_kw()
-        newton_init = (
-            xp.asarray(0, **dev),
-            xp.asarray(math.inf, dtype=b.dtype, **dev),
-            xp.asarray(False, **dev),
-            xp.asarray(0, **dev),
-        )
+        newton_init = _newton_counters(b)
 
         def newton_step(state, rhs, tol):
             u, it, step, _, krylov = state
