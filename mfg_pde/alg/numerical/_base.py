@@ -124,12 +124,12 @@ def problem_arrays(problem: MFGProblem, backend: BaseBackend) -> dict[str, Any]:
     Scalars stay Python floats: a jitted function treats them as traced arguments, so
     their values never enter the compiled code.
     """
-    from mfg_pde.alg.numerical._grid2d import counts_on
+    from mfg_pde.alg.numerical._grid2d import neighbour_counts_2d
     from mfg_pde.alg.numerical._stencils import neighbour_counts, scheme_constants
 
     p = problem
     if p.dim == 2:
-        counts = counts_on(backend, p.grid_shape, p.periodic)
+        counts = neighbour_counts_2d(backend, p.grid_shape, p.periodic)
     else:
         counts = backend.from_numpy(neighbour_counts(p.Nx, p.boundary == "periodic"))
     return {

@@ -46,35 +46,42 @@ from mfg_pde.backends import BaseBackend
 GRID_AXES = (-2, -1)
 
 
-def neighbour_counts_2d(grid_shape: tuple[int, int], periodic: tuple[bool, bool]) -> tuple:
-    """Per axis, :func:`~mfg_pde.alg.numerical._stencils.neighbour_counts` shaped to
-    broadcast along that axis: ``(nx, 1)`` and ``(ny,)``."""
+def neighbour_counts_2d(backend: BaseBackend, grid_shape: tuple, periodic: tuple) -> tuple:
+    """Per axis, :func:`~mfg_pde.alg.numerical._stencils.neighbour_counts` as a backend
+    array shaped to broadcast along that axis: ``(nx, 1)`` and ``(ny,)``."""
     nx, ny = grid_shape
     return (
-        st.neighbour_counts(nx, periodic[0])[:, None],
-        st.neighbour_counts(ny, periodic[1]),
+        backend.from_numpy(np.ascontiguousarray(st.neighbour_counts(nx, periodic[0])[:, None])),
+        backend.from_numpy(st.neighbour_counts(ny, periodic[1])),
     )
 
 
-def hjb_terms(xp: Any, u: Any, c: Any, counts: tuple, periodic: tuple[bool, bool]):
+def hjb_terms(
+    xp: Any, u: Any, c: Any, counts: tuple, periodic: tuple[bool, bool], values: bool = True
+):
     """The pieces of the HJB operator at ``u`` (shape ``(..., nx, ny)``).
 
     Returns ``(hamiltonian, diffusion, lines)``: the Godunov Hamiltonian, ``ν Δ_h u``
     and, per axis, the tridiagonal ``T_k = -ν D²_k + dH/du along k`` as
-    ``(lower, diag, upper)`` along that axis (the ends that are not matrix entries on
-    no-flux axes hold stray values, as in 1D).
+    ``(lower, diag, upper)`` along that axis: the 1D
+    :func:`~mfg_pde.alg.numerical._stencils.hjb_jacobian_from_slopes` with that axis'
+    spacing and no ``1/dt`` (the ends that are not matrix entries on no-flux axes hold
+    stray values, as in 1D). ``values=False`` (the FP march, which needs the operator
+    only) skips the Hamiltonian and the diffusion and returns None for them.
     """
-    hamiltonian = 0.0
-    diffusion = 0.0
+    hamiltonian = diffusion = 0.0
     lines = []
     for axis, h, per, count in zip(GRID_AXES, (c.dx, c.dy), periodic, counts, strict=True):
         a, b, d = st.axis_upwind(xp, u, h, c.control_cost, per, axis)
-        hamiltonian = hamiltonian + (0.5 * c.control_cost) * (a * a + b * b)
-        diffusion = diffusion + (c.nu / h) * (
-            d[st.along(d.ndim, axis, slice(1, None))] - d[st.along(d.ndim, axis, slice(None, -1))]
-        )
-        k = c.nu / (h * h)
-        lines.append((-k - b / h, k * count + (b - a) / h, a / h - k))
+        along_axis = c._replace(dx=h)
+        lines.append(st.hjb_jacobian_from_slopes(a, b, (c.nu / (h * h)) * count, along_axis))
+        if values:
+            hamiltonian = hamiltonian + (0.5 * c.control_cost) * (a * a + b * b)
+            ahead = d[st.along(d.ndim, axis, slice(1, None))]
+            behind = d[st.along(d.ndim, axis, slice(None, -1))]
+            diffusion = diffusion + (c.nu / h) * (ahead - behind)
+    if not values:
+        return None, None, tuple(lines)
     return hamiltonian, diffusion, tuple(lines)
 
 
@@ -139,12 +146,4 @@ def solve(
         x0,
         atol,
         max_iterations,
-    )
-
-
-def counts_on(backend: BaseBackend, grid_shape: tuple, periodic: tuple) -> tuple:
-    """:func:`neighbour_counts_2d` as backend arrays."""
-    return tuple(
-        backend.from_numpy(np.ascontiguousarray(c))
-        for c in neighbour_counts_2d(grid_shape, periodic)
     )

@@ -131,7 +131,7 @@ def make_fp_march_2d(
     def march(arrays: dict, U: Any) -> Any:
         c = arrays["c"]
         diag0 = 1.0 / c.dt
-        _, _, lines = g2.hjb_terms(xp, U[:-1], c, arrays["counts"], periodic)
+        _, _, lines = g2.hjb_terms(xp, U[:-1], c, arrays["counts"], periodic, values=False)
         transposed = g2.transpose_lines(xp, lines)
         flat = tuple(a for triple in transposed for a in triple)
 

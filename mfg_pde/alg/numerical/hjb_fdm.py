@@ -274,16 +274,22 @@ def make_hjb_march(
             u, it, _, done, used = state
             return u, (u, ~done, it if newton_count is None else used)
 
-        guesses = guesses_next = None
-        if U_guess is not None:
-            guesses = xp.flip(U_guess[:-1], axis=0)
-            guesses_next = xp.flip(U_guess[1:], axis=0)
-        inputs = (xp.flip(M[1:], axis=0), xp.flip(arrays["t"][1:], axis=0), guesses, guesses_next)
+        inputs = _backward_inputs(xp, arrays, M, U_guess)
         _, (values, failed, used) = b.scan(time_step, arrays["g"], inputs)
         U = xp.concat([xp.flip(values, axis=0), arrays["g"][None, :]], axis=0)
         return U, xp.sum(xp.astype(failed, xp.int64)), xp.max(used)
 
     return march
+
+
+def _backward_inputs(xp: Any, arrays: dict, M: Any, U_guess: Any) -> tuple:
+    """What a backward march scans over, level ``n = Nt-1, ..., 0``: ``M^{n+1}``,
+    ``t_{n+1}``, and the guesses ``U_guess^n``, ``U_guess^{n+1}`` (None without a guess)."""
+    guesses = guesses_next = None
+    if U_guess is not None:
+        guesses = xp.flip(U_guess[:-1], axis=0)
+        guesses_next = xp.flip(U_guess[1:], axis=0)
+    return (xp.flip(M[1:], axis=0), xp.flip(arrays["t"][1:], axis=0), guesses, guesses_next)
 
 
 def _newton_counters(backend: BaseBackend) -> tuple:
@@ -365,11 +371,7 @@ def make_hjb_march_2d(
             u, it, _, done, krylov = state
             return (u, krylov), (u, ~done, it)
 
-        guesses = guesses_next = None
-        if U_guess is not None:
-            guesses = xp.flip(U_guess[:-1], axis=0)
-            guesses_next = xp.flip(U_guess[1:], axis=0)
-        inputs = (xp.flip(M[1:], axis=0), xp.flip(arrays["t"][1:], axis=0), guesses, guesses_next)
+        inputs = _backward_inputs(xp, arrays, M, U_guess)
         (_, krylov), (values, failed, used) = b.scan(
             time_step, (arrays["g"], newton_init[3]), inputs
         )
