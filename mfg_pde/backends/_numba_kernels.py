@@ -178,3 +178,270 @@ def interp_uniform_2d(x, y, x_start, dx, y_start, dy, values, out):  # pragma: n
             low = (1.0 - wy) * values[c, i, j] + wy * values[c, i, j + 1]
             high = (1.0 - wy) * values[c, i + 1, j] + wy * values[c, i + 1, j + 1]
             out[c, p] = (1.0 - wx) * low + wx * high
+
+
+@numba.njit(cache=True)
+def bucket_order(key, descending):  # pragma: no cover - compiled
+    """A permutation that sorts ``key`` into as many equal-width buckets as it has
+    entries (ascending, or descending), by counting sort: O(n), 5x faster than
+    ``np.argsort`` at 128^2, and as good an ordering for the Gauss-Seidel sweep (equal
+    BiCGSTAB iterations measured on the 2D hello problem). Within a bucket the order is
+    the grid's. Non-finite keys go into the first bucket.
+    """
+    size = key.shape[0]
+    lo = math.inf
+    hi = -math.inf
+    for k in range(size):
+        if math.isfinite(key[k]):
+            lo = min(lo, key[k])
+            hi = max(hi, key[k])
+    scale = (size - 1) / (hi - lo) if hi > lo else 0.0
+    bucket = np.zeros(size, dtype=np.int64)
+    starts = np.zeros(size + 1, dtype=np.int64)
+    for k in range(size):
+        if math.isfinite(key[k]):
+            b = min(max(int((key[k] - lo) * scale), 0), size - 1)
+            bucket[k] = size - 1 - b if descending else b
+        starts[bucket[k] + 1] += 1
+    for b in range(size):
+        starts[b + 1] += starts[b]
+    order = np.empty(size, dtype=np.int64)
+    for k in range(size):
+        order[starts[bucket[k]]] = k
+        starts[bucket[k]] += 1
+    return order
+
+
+@numba.njit(cache=True)
+def ordered_five_point(diag0, lines, periodic_x, periodic_y, transpose, order):  # pragma: no cover
+    """The 5-point matrix of :mod:`mfg_pde.alg.numerical._grid2d` (or its transpose),
+    with its unknowns renumbered in ``order`` (a permutation of the flat indices
+    ``k = i ny + j``).
+
+    ``lines`` is ``(lower_x, diag_x, upper_x, lower_y, diag_y, upper_y)``, each (nx, ny),
+    and the matrix is ``diag0 I`` plus the lines. Returns ``(center, coefficients,
+    neighbours)`` indexed by position q in the order: ``coefficients[q, d]`` multiplies
+    the unknown at position ``neighbours[q, d]`` (d = west, east, south, north). A
+    missing neighbour at a no-flux wall is q itself with coefficient 0, so the stray end
+    values of the lines are never read. Working in this numbering makes the
+    Gauss-Seidel sweep below a pass in memory order (measured 1.7x faster than gathering
+    through the permutation at 128^2). ``transpose``: the entries of ``A^T`` (row k's
+    coupling to its west neighbour is that neighbour's coupling to k, eastwards, ...),
+    without forming the transposed lines.
+    """
+    lx, dx, ux, ly, dy, uy = lines
+    nx, ny = dx.shape
+    size = nx * ny
+    coupling = (lx.reshape(size), ux.reshape(size), ly.reshape(size), uy.reshape(size))
+    across = (1, 0, 3, 2)  # the direction that points back: west <-> east, south <-> north
+    diagonal = (dx.reshape(size), dy.reshape(size))
+    rank = np.empty(size, dtype=np.int64)
+    for q in range(size):
+        rank[order[q]] = q
+    center = np.empty(size)
+    coefficients = np.zeros((size, 4))
+    neighbours = np.empty((size, 4), dtype=np.int64)
+    other = np.empty(4, dtype=np.int64)
+    # In grid order: the reads stream, the scattered writes do not stall.
+    for i in range(nx):
+        for j in range(ny):
+            k = i * ny + j
+            q = rank[k]
+            center[q] = diag0 + diagonal[0][k] + diagonal[1][k]
+            other[0] = k - ny if i > 0 else (k + (nx - 1) * ny if periodic_x else -1)
+            other[1] = k + ny if i < nx - 1 else (j if periodic_x else -1)
+            other[2] = k - 1 if j > 0 else (k + ny - 1 if periodic_y else -1)
+            other[3] = k + 1 if j < ny - 1 else (k - ny + 1 if periodic_y else -1)
+            for d in range(4):
+                if other[d] < 0:
+                    neighbours[q, d] = q
+                    coefficients[q, d] = 0.0
+                else:
+                    neighbours[q, d] = rank[other[d]]
+                    if transpose:
+                        coefficients[q, d] = coupling[across[d]][other[d]]
+                    else:
+                        coefficients[q, d] = coupling[d][k]
+    return center, coefficients, neighbours
+
+
+@numba.njit(cache=True, inline="always")
+def _max_abs(current, value):  # pragma: no cover - compiled
+    """``max(current, |value|)`` that keeps a NaN (Python's ``max`` would drop it and a
+    NaN residual would pass for converged)."""
+    size = abs(value)
+    return size if (size > current or size != size) else current
+
+
+@numba.njit(cache=True)
+def _apply_dots(center, coefficients, neighbours, v, out, w):  # pragma: no cover - compiled
+    """``out = A v`` (the matrix of :func:`ordered_five_point`); returns
+    ``(w . out, out . out)``."""
+    dot = 0.0
+    square = 0.0
+    for q in range(center.shape[0]):
+        s = center[q] * v[q]
+        for d in range(4):
+            s += coefficients[q, d] * v[neighbours[q, d]]
+        out[q] = s
+        dot += w[q] * s
+        square += s * s
+    return dot, square
+
+
+@numba.njit(cache=True)
+def _combine_and_sweep(
+    inverse_center, earlier, neighbours, a, b, scale_b, c, scale_c, combined, z
+):  # pragma: no cover - compiled
+    """``combined = a + scale_b b + scale_c c``, then one Gauss-Seidel sweep
+    ``(D + L) z = combined`` (``L``: the couplings to unknowns earlier in the
+    numbering: ``earlier``, with ``1 / D`` as ``inverse_center``), in one pass over
+    memory. ``combined`` may be ``b`` (updated in place); ``z`` must hold finite values
+    (they are multiplied by zero).
+    """
+    for q in range(inverse_center.shape[0]):
+        value = a[q] + scale_b * b[q] + scale_c * c[q]
+        combined[q] = value
+        for d in range(4):
+            # Branch-free: the couplings to later unknowns are zeroed in `earlier`.
+            value -= earlier[q, d] * z[neighbours[q, d]]
+        z[q] = value * inverse_center[q]
+
+
+@numba.njit(cache=True)
+def ordered_bicgstab(
+    center, coefficients, neighbours, order, rhs, x0, atol, max_iterations
+):  # pragma: no cover - compiled
+    """Right-preconditioned BiCGSTAB on the system of :func:`ordered_five_point`,
+    preconditioned by one Gauss-Seidel sweep in its numbering: the iteration of
+    :func:`mfg_pde.alg.numerical._krylov.bicgstab` (same start, stopping test on the
+    max norm of the recursively updated residual, and breakdown rule) in one compiled
+    loop, its vector updates fused into the sweeps and products (5 passes over memory
+    per iteration instead of 11). ``rhs``, ``x0`` and the returned ``x`` are in the
+    grid's flat numbering. Returns ``(x, iterations, residual max norm)``."""
+    size = rhs.shape[0]
+    x = np.empty(size)
+    r = np.empty(size)
+    for q in range(size):
+        x[q] = x0[order[q]]
+    _apply_dots(center, coefficients, neighbours, x, r, r)
+    r_norm = 0.0
+    rho_new = 0.0
+    for q in range(size):
+        r[q] = rhs[order[q]] - r[q]
+        r_norm = _max_abs(r_norm, r[q])
+        rho_new += r[q] * r[q]
+    r_hat = r.copy()
+    p = np.zeros(size)
+    v = np.zeros(size)
+    p_hat = np.zeros(size)
+    s_vec = np.empty(size)
+    s_hat = np.zeros(size)
+    inverse_center = 1.0 / center
+    earlier = np.empty_like(coefficients)
+    for q in range(size):
+        for d in range(4):
+            earlier[q, d] = coefficients[q, d] if neighbours[q, d] < q else 0.0
+    t = np.empty(size)
+    rho = alpha = omega = 1.0
+    iterations = 0
+    while iterations < max_iterations and r_norm > atol:
+        beta = (rho_new / rho) * (alpha / omega)
+        # p = r + beta (p - omega v), p_hat = P^-1 p
+        _combine_and_sweep(
+            inverse_center, earlier, neighbours, r, p, beta, v, -beta * omega, p, p_hat
+        )
+        alpha = rho_new / _apply_dots(center, coefficients, neighbours, p_hat, v, r_hat)[0]
+        # s = r - alpha v, s_hat = P^-1 s
+        _combine_and_sweep(inverse_center, earlier, neighbours, r, v, -alpha, v, 0.0, s_vec, s_hat)
+        ts, tt = _apply_dots(center, coefficients, neighbours, s_hat, t, s_vec)
+        omega = ts / tt if tt > 0.0 else 0.0
+        new_norm = 0.0
+        for q in range(size):
+            new_norm = _max_abs(new_norm, s_vec[q] - omega * t[q])
+        iterations += 1
+        converged = new_norm <= atol
+        broke = not (math.isfinite(new_norm) and omega != 0.0 and rho_new != 0.0)
+        if broke and not converged:
+            break  # keep the last good iterate (as the array-namespace version)
+        rho = rho_new
+        rho_new = 0.0
+        for q in range(size):
+            x[q] += alpha * p_hat[q] + omega * s_hat[q]
+            r[q] = s_vec[q] - omega * t[q]
+            rho_new += r_hat[q] * r[q]
+        r_norm = new_norm
+    out = np.empty(size)
+    for q in range(size):
+        out[order[q]] = x[q]
+    return out, iterations, r_norm
+
+
+@numba.njit(cache=True, inline="always")
+def _axis_terms(here, behind_value, ahead_value, h, nu, control_cost, count):  # pragma: no cover
+    """One axis of :func:`upwind_terms_2d` at one node: the operations of
+    ``axis_upwind``, ``hjb_jacobian_from_slopes`` and ``hjb_terms``, in their order."""
+    behind = (here - behind_value) / h
+    ahead = (ahead_value - here) / h
+    a = min(ahead, 0.0) / control_cost
+    b = max(behind, 0.0) / control_cost
+    k = nu / (h * h)
+    lower = -k - b / h
+    diag = (nu / (h * h)) * count + (b - a) / h
+    upper = a / h - k
+    hamiltonian = (0.5 * control_cost) * (a * a + b * b)
+    diffusion = (nu / h) * (ahead - behind)
+    return lower, diag, upper, hamiltonian, diffusion
+
+
+@numba.njit(cache=True)
+def upwind_terms_2d(
+    u, dx, dy, nu, control_cost, count_x, count_y, periodic_x, periodic_y
+):  # pragma: no cover - compiled
+    """:func:`mfg_pde.alg.numerical._grid2d.hjb_terms` for one level ``u`` (nx, ny), in
+    one pass: the same formulas, in the same order of operations (the results are
+    bitwise equal, which ``tests/test_grid2d_solve.py`` checks), without the ~40
+    temporaries of the array version. Returns ``(hamiltonian, diffusion, lx, dx, ux,
+    ly, dy, uy)``.
+    """
+    nx, ny = u.shape
+    hamiltonian = np.empty((nx, ny))
+    diffusion = np.empty((nx, ny))
+    lx = np.empty((nx, ny))
+    gx = np.empty((nx, ny))
+    ux = np.empty((nx, ny))
+    ly = np.empty((nx, ny))
+    gy = np.empty((nx, ny))
+    uy = np.empty((nx, ny))
+    for i in range(nx):
+        im = i - 1 if i > 0 else (nx - 1 if periodic_x else 0)
+        ip = i + 1 if i < nx - 1 else (0 if periodic_x else nx - 1)
+        row, below, above = u[i], u[im], u[ip]
+        cx = count_x[i]
+        # The two ends of a row take their neighbours from the boundary rule; the
+        # interior loop is branch-free, which lets the compiler vectorise its divisions.
+        for j in (0, ny - 1):
+            if j == 0:
+                south = row[ny - 1] if periodic_y else row[0]
+                north = row[1]
+            else:
+                south = row[j - 1]
+                north = row[0] if periodic_y else row[ny - 1]
+            lx[i, j], gx[i, j], ux[i, j], hx, fx = _axis_terms(
+                row[j], below[j], above[j], dx, nu, control_cost, cx
+            )
+            ly[i, j], gy[i, j], uy[i, j], hy, fy = _axis_terms(
+                row[j], south, north, dy, nu, control_cost, count_y[j]
+            )
+            hamiltonian[i, j] = hx + hy
+            diffusion[i, j] = fx + fy
+        for j in range(1, ny - 1):
+            lx[i, j], gx[i, j], ux[i, j], hx, fx = _axis_terms(
+                row[j], below[j], above[j], dx, nu, control_cost, cx
+            )
+            ly[i, j], gy[i, j], uy[i, j], hy, fy = _axis_terms(
+                row[j], row[j - 1], row[j + 1], dy, nu, control_cost, count_y[j]
+            )
+            hamiltonian[i, j] = hx + hy
+            diffusion[i, j] = fx + fy
+    return hamiltonian, diffusion, lx, gx, ux, ly, gy, uy

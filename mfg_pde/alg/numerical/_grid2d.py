@@ -29,7 +29,15 @@ only and is small against ``D`` both when diffusion dominates and when transport
 does (upwind couplings along the flow): measured on the attractive 2D hello problem,
 8-12 BiCGSTAB iterations reach 1e-4-1e-8, where the textbook ADI splitting with
 ``I/dt`` in the middle (``A + dt T_x T_y``) needed 19-37, because at cell Péclet numbers
-of 20-80 ``dt T_x T_y`` is far larger than ``I/dt``.
+of 20-80 ``dt T_x T_y`` is far larger than ``I/dt`` (at 64²; 28-35 iterations at 128²).
+
+Backends that can run a sequential sweep fast (numpy with numba) solve instead with a
+Gauss-Seidel sweep ordered along the flow
+(:meth:`~mfg_pde.backends.BaseBackend.ordered_grid_solver`): row i of ``A`` couples,
+besides diffusion, only to neighbours with a smaller ``u`` (the one-sided slopes look
+downhill), so in ascending ``u`` the transport part of ``A`` is lower triangular and
+one sweep solves it exactly; ``A^T`` in descending ``u`` likewise. 5 BiCGSTAB
+iterations per solve at 128² instead of 28-35.
 """
 
 from __future__ import annotations
@@ -85,6 +93,23 @@ def hjb_terms(
     return hamiltonian, diffusion, tuple(lines)
 
 
+def level_terms(
+    backend: BaseBackend,
+    u: Any,
+    c: Any,
+    counts: tuple,
+    periodic: tuple[bool, bool],
+    values: bool = True,
+) -> tuple:
+    """:func:`hjb_terms` of one time level, by the backend's compiled kernel where it has
+    one (:meth:`~mfg_pde.backends.BaseBackend.upwind_terms_2d`: numpy with numba, which
+    returns the values whatever ``values`` says)."""
+    fused = backend.upwind_terms_2d(u, c, counts, periodic)
+    if fused is not None:
+        return fused
+    return hjb_terms(backend.xp, u, c, counts, periodic, values)
+
+
 def transpose_lines(xp: Any, lines: tuple) -> tuple:
     """The per-axis pieces of ``A^T`` (each axis' tridiagonal transposed along it)."""
     return tuple(
@@ -135,9 +160,24 @@ def solve(
     x0: Any,
     atol: Any,
     max_iterations: int,
+    order_key: Any = None,
+    transpose: bool = False,
 ) -> tuple[Any, Any, Any]:
-    """``A x = rhs`` by line-preconditioned BiCGSTAB; returns ``(x, iterations, converged)``."""
+    """``A x = rhs`` (``A^T x = rhs`` with ``transpose``) by preconditioned BiCGSTAB;
+    returns ``(x, iterations, converged)``.
+
+    With an ``order_key`` (the value function ``u`` at which ``A = A(u)``) a backend
+    that has a compiled ordered Gauss-Seidel solver uses it
+    (:meth:`~mfg_pde.backends.BaseBackend.ordered_grid_solver`: numpy with numba);
+    every other backend uses the line preconditioner.
+    """
+    if order_key is not None:
+        ordered = backend.ordered_grid_solver(diag0, lines, periodic, order_key, transpose)
+        if ordered is not None:
+            return ordered(rhs, x0, atol, max_iterations)
     xp = backend.xp
+    if transpose:
+        lines = transpose_lines(xp, lines)
     return bicgstab(
         backend,
         lambda v: apply(xp, diag0, lines, periodic, v),

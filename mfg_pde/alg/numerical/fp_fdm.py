@@ -26,10 +26,11 @@ class FPFDMSolver(BaseSolver):
     row sums besides ``I/dt``, so its transpose preserves ``sum(M) * dx`` exactly (to
     round-off) and maps nonnegative densities to nonnegative densities.
 
-    The matrices of all time levels are built at once (vectorised over time); only the
-    linear solves run in sequence: one tridiagonal solve per step in 1D; in 2D
-    line-preconditioned BiCGSTAB (:mod:`~mfg_pde.alg.numerical._grid2d`) from
-    ``M^n``, to ``krylov_tolerance`` times ``max |M^n| / dt``.
+    In 1D the matrices of all time levels are built at once (vectorised over time) and
+    only the tridiagonal solves run in sequence. In 2D each step builds its operator
+    from ``U^n`` (one level's arrays stay in cache) and solves it by preconditioned
+    BiCGSTAB (:func:`~mfg_pde.alg.numerical._grid2d.solve`) from ``M^n``, to
+    ``krylov_tolerance`` times ``max |M^n| / dt``.
 
     In 2D an exact solve would conserve mass to round-off; the Krylov solve stops at its
     tolerance, and the mass it is off by (at most ``dt`` times the residual's sum,
@@ -131,26 +132,30 @@ def make_fp_march_2d(
     def march(arrays: dict, U: Any) -> Any:
         c = arrays["c"]
         diag0 = 1.0 / c.dt
-        _, _, lines = g2.hjb_terms(xp, U[:-1], c, arrays["counts"], periodic, values=False)
-        transposed = g2.transpose_lines(xp, lines)
-        flat = tuple(a for triple in transposed for a in triple)
 
-        def time_step(m, pieces):
+        def time_step(m, u):
+            # The operator of level n from U^n, here rather than for all levels at once:
+            # one level's arrays stay in cache on the CPU (0.085 s of 0.25 s per march
+            # at 128^2 x 100 on numpy, measured), and U^n orders the unknowns along the
+            # flow for the ordered solver.
+            _, _, lines = g2.level_terms(b, u, c, arrays["counts"], periodic, values=False)
             rhs = m / c.dt
             m_next, _, _ = g2.solve(
                 b,
                 diag0,
-                (pieces[:3], pieces[3:]),
+                lines,
                 periodic,
                 rhs,
                 m,
                 krylov_tolerance * xp.max(xp.abs(rhs)),
                 max_krylov,
+                order_key=u,
+                transpose=True,
             )
             m_next = m_next * (xp.sum(m) / xp.sum(m_next))
             return m_next, m_next
 
-        _, densities = b.scan(time_step, arrays["m0"], flat)
+        _, densities = b.scan(time_step, arrays["m0"], U[:-1])
         return xp.concat([arrays["m0"][None, ...], densities], axis=0)
 
     return march

@@ -56,19 +56,21 @@ class HJBFDMSolver(BaseSolver):
         Cap per time step. Steps that hit it are counted in :attr:`last_newton_failures`.
     krylov_tolerance : float
         2D only: each Newton step's linear system (5-point, see
-        :mod:`~mfg_pde.alg.numerical._grid2d`) is solved by line-preconditioned BiCGSTAB
-        to ``krylov_tolerance`` times the size of the Newton residual (an inexact Newton
-        method: the outer Newton test decides when the step is solved).
+        :mod:`~mfg_pde.alg.numerical._grid2d`) is solved by preconditioned BiCGSTAB
+        to ``krylov_tolerance`` times the size of the Newton residual, or to
+        ``tol / (10 dt)`` if that is larger (an inexact Newton method: the outer Newton
+        test decides when the step is solved).
     max_krylov_iterations : int
         2D only: BiCGSTAB iterations per linear solve.
 
     Notes
     -----
-    In 1D each Newton step is one tridiagonal solve. In 2D it is a Krylov solve whose
-    preconditioner is two batched tridiagonal solves (one along each axis), the same on
-    every backend; :attr:`last_krylov_iterations` counts the BiCGSTAB iterations of the
-    last march. A sparse direct solve (SuperLU) was measured slower at every size that
-    matters (docs/performance.md).
+    In 1D each Newton step is one tridiagonal solve. In 2D it is a Krylov solve
+    preconditioned by a Gauss-Seidel sweep ordered along the flow (numpy with numba) or
+    by two batched tridiagonal solves, one along each axis (the other backends);
+    :attr:`last_krylov_iterations` counts the BiCGSTAB iterations of the last march.
+    A sparse direct solve (SuperLU) was measured slower at every size that matters
+    (docs/two_d.md).
     """
 
     def __init__(
@@ -328,8 +330,10 @@ def make_hjb_march_2d(
 
     As :func:`make_hjb_march` (same Newton iteration, start and stopping test), with
     the 5-point operator of :mod:`~mfg_pde.alg.numerical._grid2d` and each Newton step's
-    linear system solved by line-preconditioned BiCGSTAB to ``krylov_tolerance`` times
-    the Newton residual. ``krylov`` counts the BiCGSTAB iterations of the whole march.
+    linear system solved by preconditioned BiCGSTAB
+    (:func:`~mfg_pde.alg.numerical._grid2d.solve`) to ``krylov_tolerance`` times the
+    Newton residual (see :class:`HJBFDMSolver`). ``krylov`` counts the BiCGSTAB
+    iterations of the whole march.
     """
     b, xp = backend, backend.xp
 
@@ -341,7 +345,7 @@ def make_hjb_march_2d(
 
         def newton_step(state, rhs, tol):
             u, it, step, _, krylov = state
-            hamiltonian, diffusion, lines = g2.hjb_terms(xp, u, c, counts, periodic)
+            hamiltonian, diffusion, lines = g2.level_terms(b, u, c, counts, periodic)
             residual = u / c.dt - diffusion + hamiltonian - rhs
             delta, used, _ = g2.solve(
                 b,
@@ -350,8 +354,13 @@ def make_hjb_march_2d(
                 periodic,
                 residual,
                 xp.zeros_like(residual),
-                krylov_tolerance * xp.max(xp.abs(residual)),
+                # Relative to the residual, but no finer than Newton itself needs:
+                # ||A^-1||_inf <= dt (row sums 1/dt, M-matrix), so a linear residual
+                # below tol / (10 dt) moves the step by less than tol / 10. A time step
+                # already solved to that accuracy costs no Krylov iteration.
+                xp.maximum(krylov_tolerance * xp.max(xp.abs(residual)), (0.1 / c.dt) * tol),
                 max_krylov_iterations,
+                order_key=u,
             )
             new_step = xp.max(xp.abs(delta))
             done = _newton_done(it, step, new_step, tol)
