@@ -18,6 +18,7 @@ marches write them: value per time and density per time) through this one functi
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mfg_pde.alg.numerical import _grid2d as g2
@@ -59,7 +60,7 @@ def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: An
             G = g2.apply(xp, 1.0 / c.dt, transposed, periodic, M[1:]) - M[:-1] / c.dt
             return F, G
 
-        return residual_2d
+        return _in_time_blocks(b, residual_2d)
 
     def residual(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
         c = arrays["c"]
@@ -73,7 +74,46 @@ def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: An
         G = st.tridiagonal_matvec(xp, lower, diag, upper, M[1:], periodic) - M[:-1] / c.dt
         return F, G
 
-    return residual
+    return _in_time_blocks(b, residual)
+
+
+#: Values per array in one block of :func:`_in_time_blocks` (1 MiB of float64).
+BLOCK_VALUES = 2**17
+
+
+def _in_time_blocks(backend: BaseBackend, residual: Any) -> Any:
+    """``residual`` evaluated on blocks of time levels, on backends that run each array
+    operation on its own on the CPU (numpy, numba, torch on CPU).
+
+    There every operation streams its arrays through memory; on blocks of
+    :data:`BLOCK_VALUES` values the ~40 operations of the residual work in cache.
+    Measured on the 2D hello problem (128² × 100, numpy, 2-core EPYC): 0.29 s -> 0.10 s
+    per evaluation, the same values to the last bit (each level's equations read
+    levels n and n + 1 only). Backends that fuse operations (jax) get the whole array.
+    """
+    xp = backend.xp
+    if backend.has_capability("kernel_fusion") or (
+        backend.get_performance_hints()["device_type"] != "cpu"
+    ):
+        return residual
+
+    def blocked(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
+        levels = U.shape[0] - 1
+        per_level = math.prod(U.shape[1:])
+        block = max(1, BLOCK_VALUES // per_level)
+        if levels <= block:
+            return residual(arrays, U, M)
+        parts = [
+            residual(
+                {**arrays, "t": arrays["t"][start : start + block + 1]},
+                U[start : start + block + 1],
+                M[start : start + block + 1],
+            )
+            for start in range(0, levels, block)
+        ]
+        return xp.concat([F for F, _ in parts]), xp.concat([G for _, G in parts])
+
+    return blocked
 
 
 def residual_norms(xp: Any, F: Any, G: Any) -> tuple[Any, Any]:
