@@ -145,6 +145,28 @@ def test_compiled_level_terms_equal_the_array_version(backend, periodic):
             np.testing.assert_allclose(have, want, rtol=1e-13, atol=1e-13 * np.abs(want).max())
 
 
+def test_numpy_without_numba_uses_the_line_preconditioner():
+    """The ordered solver needs numba; without it numpy falls back to the line
+    preconditioner (and says so by returning no ordered solver)."""
+    plain = NumpyBackend(use_numba=False)
+    u, lines = transport_case((False, False))
+    assert plain.ordered_grid_solver(1.0 / DT, lines, (False, False), u, False) is None
+    assert plain.upwind_terms_2d(u, None, None, (False, False)) is None
+    assert get_backend("numba").ordered_grid_solver(1.0 / DT, lines, (False, False), u, False)
+
+
+def test_ordered_solver_stops_at_once_on_a_solved_system_and_flags_nan():
+    u, lines = transport_case((False, False))
+    solver = get_backend("numba").ordered_grid_solver(1.0 / DT, lines, (False, False), u, False)
+    zeros = np.zeros((NX, NY))
+    x, iterations, converged = solver(np.full((NX, NY), 1e-12), zeros, 1e-10, 50)
+    assert int(iterations) == 0 and bool(converged) and not x.any()
+    rhs = np.ones((NX, NY))
+    rhs[3, 4] = np.nan
+    x, iterations, converged = solver(rhs, zeros, 1e-10, 50)
+    assert not bool(converged)  # a NaN residual never passes for converged
+
+
 @pytest.mark.parametrize("descending", [False, True])
 def test_bucket_order_sorts_into_buckets(descending):
     from mfg_pde.backends import _numba_kernels as kernels
