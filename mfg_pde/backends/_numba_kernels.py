@@ -316,7 +316,7 @@ def ordered_bicgstab(
     preconditioned by one Gauss-Seidel sweep in its numbering: the iteration of
     :func:`mfg_pde.alg.numerical._krylov.bicgstab` (same start, stopping test on the
     max norm of the recursively updated residual, and breakdown rule) in one compiled
-    loop, its vector updates fused into the sweeps and products (5 passes over memory
+    loop, its vector updates fused into the sweeps and products (6 passes over memory
     per iteration instead of 11). ``rhs``, ``x0`` and the returned ``x`` are in the
     grid's flat numbering. Returns ``(x, iterations, residual max norm)``."""
     size = rhs.shape[0]
@@ -416,31 +416,15 @@ def upwind_terms_2d(
     for i in range(nx):
         im = i - 1 if i > 0 else (nx - 1 if periodic_x else 0)
         ip = i + 1 if i < nx - 1 else (0 if periodic_x else nx - 1)
-        row, below, above = u[i], u[im], u[ip]
-        cx = count_x[i]
-        # The two ends of a row take their neighbours from the boundary rule; the
-        # interior loop is branch-free, which lets the compiler vectorise its divisions.
-        for j in (0, ny - 1):
-            if j == 0:
-                south = row[ny - 1] if periodic_y else row[0]
-                north = row[1]
-            else:
-                south = row[j - 1]
-                north = row[0] if periodic_y else row[ny - 1]
+        for j in range(ny):
+            jm = j - 1 if j > 0 else (ny - 1 if periodic_y else 0)
+            jp = j + 1 if j < ny - 1 else (0 if periodic_y else ny - 1)
+            here = u[i, j]
             lx[i, j], gx[i, j], ux[i, j], hx, fx = _axis_terms(
-                row[j], below[j], above[j], dx, nu, control_cost, cx
+                here, u[im, j], u[ip, j], dx, nu, control_cost, count_x[i]
             )
             ly[i, j], gy[i, j], uy[i, j], hy, fy = _axis_terms(
-                row[j], south, north, dy, nu, control_cost, count_y[j]
-            )
-            hamiltonian[i, j] = hx + hy
-            diffusion[i, j] = fx + fy
-        for j in range(1, ny - 1):
-            lx[i, j], gx[i, j], ux[i, j], hx, fx = _axis_terms(
-                row[j], below[j], above[j], dx, nu, control_cost, cx
-            )
-            ly[i, j], gy[i, j], uy[i, j], hy, fy = _axis_terms(
-                row[j], row[j - 1], row[j + 1], dy, nu, control_cost, count_y[j]
+                here, u[i, jm], u[i, jp], dy, nu, control_cost, count_y[j]
             )
             hamiltonian[i, j] = hx + hy
             diffusion[i, j] = fx + fy
