@@ -248,6 +248,34 @@ class BaseBackend(abc.ABC):
         """
         return None
 
+    def march_tridiagonal(
+        self,
+        lower: Any,
+        diag: Any,
+        upper: Any,
+        rhs: Any,
+        coupling: float,
+        reverse: bool = False,
+        periodic: bool = False,
+    ) -> Any:
+        """Solve a block bidiagonal system level by level: arrays ``(levels, n)``, and
+        ``x`` with ``T_k x_k = rhs_k + coupling * x_{k-1}`` (``x_{k+1}``, from the last
+        level down, with ``reverse``), ``T_k`` row ``k``'s (cyclic with ``periodic``)
+        tridiagonal matrix in the convention of :meth:`solve_tridiagonal`.
+
+        This is a linearised implicit march (``coupling = 1/dt``): the HJB one backward,
+        the FP one forward. The default solves one level at a time; backends with a
+        compiled loop override it (numpy with numba: one call for the whole march).
+        """
+        solve = self.solve_cyclic_tridiagonal if periodic else self.solve_tridiagonal
+        levels = int(diag.shape[0])
+        out: list[Any] = [None] * levels
+        previous = None
+        for k in reversed(range(levels)) if reverse else range(levels):
+            r = rhs[k] if previous is None else rhs[k] + coupling * previous
+            out[k] = previous = solve(lower[k], diag[k], upper[k], r)
+        return self.xp.stack(out)
+
     def solve_cyclic_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
         """Solve periodic tridiagonal systems (Sherman–Morrison on two tridiagonal solves).
 

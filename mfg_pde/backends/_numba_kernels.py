@@ -429,3 +429,56 @@ def upwind_terms_2d(
             hamiltonian[i, j] = hx + hy
             diffusion[i, j] = fx + fy
     return hamiltonian, diffusion, lx, gx, ux, ly, gy, uy
+
+
+@numba.njit(cache=True, inline="always")
+def _thomas_in_place(lower, diag, upper, rhs, out, scratch, first, last):  # pragma: no cover
+    """One tridiagonal system with its first and last diagonal entries replaced; the
+    ``lower[0]`` and ``upper[-1]`` entries are ignored."""
+    n = diag.shape[0]
+    out[0] = rhs[0] / first
+    scratch[0] = upper[0] / first
+    for i in range(1, n):
+        d = (last if i == n - 1 else diag[i]) - lower[i] * scratch[i - 1]
+        scratch[i] = upper[i] / d
+        out[i] = (rhs[i] - lower[i] * out[i - 1]) / d
+    for i in range(n - 2, -1, -1):
+        out[i] -= scratch[i] * out[i + 1]
+
+
+@numba.njit(cache=True)
+def tridiagonal_march(lower, diag, upper, rhs, coupling, reverse, periodic):  # pragma: no cover
+    """``x`` (levels, n) with ``T_k x_k = rhs_k + coupling x_{k-1}`` level by level
+    (``x_{k+1}`` and from the last level down with ``reverse``), ``T_k`` the (cyclic,
+    with ``periodic``) tridiagonal matrix of row ``k`` of ``lower, diag, upper``.
+
+    The block bidiagonal systems of a linearised implicit march: Thomas without
+    pivoting (the schemes' matrices are diagonally dominant M-matrices), the cyclic
+    corners by Sherman-Morrison (as :meth:`BaseBackend.solve_cyclic_tridiagonal`).
+    """
+    levels, n = diag.shape
+    out = np.empty((levels, n))
+    r = np.empty(n)
+    y = np.empty(n)
+    z = np.empty(n)
+    u = np.zeros(n)
+    scratch = np.empty(n)
+    for step in range(levels):
+        k = levels - 1 - step if reverse else step
+        prev = k + 1 if reverse else k - 1
+        for i in range(n):
+            r[i] = rhs[k, i] + (coupling * out[prev, i] if step > 0 else 0.0)
+        if not periodic:
+            first, last = diag[k, 0], diag[k, n - 1]
+            _thomas_in_place(lower[k], diag[k], upper[k], r, out[k], scratch, first, last)
+            continue
+        # A = B + u v^T, u = (gamma, 0, ..., 0, c), v = (1, 0, ..., 0, a / gamma).
+        a, c, gamma = lower[k, 0], upper[k, n - 1], -diag[k, 0]
+        first, last = diag[k, 0] - gamma, diag[k, n - 1] - c * a / gamma
+        _thomas_in_place(lower[k], diag[k], upper[k], r, y, scratch, first, last)
+        u[0], u[n - 1] = gamma, c
+        _thomas_in_place(lower[k], diag[k], upper[k], u, z, scratch, first, last)
+        factor = (y[0] + (a / gamma) * y[n - 1]) / (1.0 + z[0] + (a / gamma) * z[n - 1])
+        for i in range(n):
+            out[k, i] = y[i] - factor * z[i]
+    return out
