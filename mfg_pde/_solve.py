@@ -25,7 +25,7 @@ _ITERATOR_OPTIONS = (
     "anderson_restart",
 )
 _SOLVE_OPTIONS = ("max_iterations", "tolerance", "equation_tolerance", "verbose", "callback")
-_NEWTON_OPTIONS = ("continuation", "attempt_iterations", "max_continuation_steps")
+_NEWTON_OPTIONS = ("continuation", "attempt_iterations", "max_continuation_steps", "linear_solver")
 _NEWTON_SOLVE_OPTIONS = ("max_iterations", "tolerance", "verbose", "callback")
 _AUTO_ITERATOR_OPTIONS = ("thetaUM", "anderson_depth", "anderson_mixing", "compile")
 _AUTO_OPTIONS = (
@@ -61,11 +61,12 @@ def solve_mfg(
         same finite-difference system (its ``tolerance``, default 1e-8, is on the
         discrete equation residual; options ``max_iterations``, ``tolerance``,
         ``continuation``, ``attempt_iterations``, ``max_continuation_steps``,
-        ``verbose``, ``callback``). "auto": damped Picard, then safeguarded Anderson,
-        then Newton, until one converges (``tolerance`` on the fixed-point changes,
-        ``equation_tolerance``, default 1e-8, on the equations, ``max_iterations`` per
-        fixed-point stage, ``newton_iterations`` (50) for Newton); the result's
-        ``method`` and ``stages`` say which stage produced it and what each did
+        ``linear_solver`` ("gmres" or "lu"), ``verbose``, ``callback``). "auto": damped
+        Picard, then safeguarded Anderson, then Newton, until one converges
+        (``tolerance`` on the fixed-point changes, ``equation_tolerance``, default 1e-8,
+        on the equations, ``max_iterations`` per fixed-point stage,
+        ``newton_iterations`` (50) for Newton); the result's ``method`` and ``stages``
+        say which stage produced it and what each did
         (:func:`mfg_pde._auto.solve_auto`).
     backend : str, BaseBackend or None
         None chooses automatically (torch > jax > numpy, ``$MFG_PDE_BACKEND`` overrides).

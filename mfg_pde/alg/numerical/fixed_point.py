@@ -250,10 +250,16 @@ class FixedPointIterator:
         tolerance: float = 1e-6,
         *,
         equation_tolerance: float | None = None,
+        initial: tuple[Any, Any] | None = None,
         verbose: bool = False,
         callback: Callback | None = None,
     ) -> MFGResult:
         """Iterate until both relative changes are below ``tolerance``.
+
+        ``initial``: the starting iterate ``(U, M)``, arrays of shape ``problem.shape``
+        (a previous result's, to continue it or to start from a nearby problem's
+        answer); ``U[-1]`` and ``M[0]`` are replaced by ``g`` and ``m0``. Default:
+        ``U = g`` and ``M = m0`` at every time level.
 
         ``equation_tolerance``: also require the discrete HJB and FP equations to hold
         for the answer, ``max |F| <= equation_tolerance`` and ``max |G| <=
@@ -272,6 +278,7 @@ class FixedPointIterator:
         stopped it.
         """
         tolerances = check_solve_arguments(max_iterations, tolerance, equation_tolerance)
+        start_from = None if initial is None else self._checked_initial(initial)
         notes: list[str] = []
         if self.anderson_on_u_only:
             msg = (
@@ -287,7 +294,9 @@ class FixedPointIterator:
         state, eager = None, not self.compile
         if self.runs_as_one_program and not (verbose or callback is not None):
             try:
-                state, timings["compile"] = self._solve_compiled(max_iterations, tolerances)
+                state, timings["compile"] = self._solve_compiled(
+                    max_iterations, tolerances, start_from
+                )
             except Exception as err:  # tracing or compilation failed: run op by op
                 msg = (
                     f"compiling the fixed-point solve failed ({type(err).__name__}: {err}); "
@@ -300,7 +309,7 @@ class FixedPointIterator:
         if state is None:
             try:
                 state, stopped = self._solve_on_host(
-                    max_iterations, tolerances, timings, eager, progress
+                    max_iterations, tolerances, timings, eager, progress, start_from
                 )
             finally:
                 progress.close()
@@ -401,10 +410,32 @@ class FixedPointIterator:
             safeguard=self.anderson_safeguard,
         )
 
-    def _initial_state(self, backend: BaseBackend, arrays: dict, max_iterations: int):
+    def _checked_initial(self, initial: Any) -> tuple[Any, Any]:
+        """``initial`` as backend arrays with the fixed end levels (see :meth:`solve`)."""
+        p, b = self.problem, self.backend
+        if not (isinstance(initial, tuple | list) and len(initial) == 2):
+            raise TypeError("initial must be a pair (U, M) of arrays")
+        out = []
+        for name, value, level, fixed in (("U", initial[0], -1, p.g), ("M", initial[1], 0, p.m0)):
+            v = np.array(b.to_numpy(b.array(value)) if b.is_array(value) else value, float)
+            if v.shape != p.shape:
+                raise ValueError(f"initial {name} must have shape {p.shape}, got {v.shape}")
+            if not np.isfinite(v).all():
+                raise ValueError(f"initial {name} has non-finite values")
+            v[level] = fixed
+            out.append(b.from_numpy(v))
+        return out[0], out[1]
+
+    def _default_initial(self, backend: BaseBackend, arrays: dict) -> tuple[Any, Any]:
+        """``U = g`` and ``M = m0`` at every level."""
         xp, p = backend.xp, self.problem
         U = xp.broadcast_to(arrays["g"][None, ...], p.shape) + 0.0
         M = xp.broadcast_to(arrays["m0"][None, ...], p.shape) + 0.0
+        return U, M
+
+    def _initial_state(self, backend: BaseBackend, arrays: dict, max_iterations: int):
+        xp, p = backend.xp, self.problem
+        U, M = arrays["initial"] if "initial" in arrays else self._default_initial(backend, arrays)
         dev = backend._device_kw()
         accelerator = self._accelerator(backend)
         anderson = None
@@ -436,17 +467,21 @@ class FixedPointIterator:
 
     # -- the two ways to run it ---------------------------------------------------------
     def _solve_compiled(
-        self, max_iterations: int, tolerances: tuple[float, float]
+        self, max_iterations: int, tolerances: tuple[float, float], initial: Any = None
     ) -> tuple[IterationState, float]:
         """The whole iteration as one compiled program (jax); returns (state, compile s)."""
-        program, compile_seconds = self.program(max_iterations)
-        state = program(self.hjb_solver.problem_arrays(), *tolerances)
+        program, compile_seconds = self.program(max_iterations, initial is not None)
+        arrays = self.hjb_solver.problem_arrays()
+        if initial is not None:
+            arrays["initial"] = initial
+        state = program(arrays, *tolerances)
         self.backend.to_numpy(state.k)  # wait for it: jax dispatches asynchronously
         return state, compile_seconds
 
-    def program(self, max_iterations: int) -> tuple[Any, float]:
+    def program(self, max_iterations: int, with_initial: bool = False) -> tuple[Any, float]:
         """The compiled ``(arrays, tolerance, equation_tolerance) -> IterationState`` and
         its compile time (``equation_tolerance = inf`` turns that criterion off).
+        ``with_initial``: ``arrays["initial"]`` holds the starting ``(U, M)``.
 
         The program is shared by every iterator with the same structure (see
         :func:`~mfg_pde.alg.numerical._base.compiled_program`): the compile time is 0
@@ -465,6 +500,7 @@ class FixedPointIterator:
             hjb.max_newton_iterations,
             *self._options_key(),
             max_iterations,
+            with_initial,
         )
         if p.dim == 2:
             key += (
@@ -496,10 +532,13 @@ class FixedPointIterator:
         # Compile now, with a run that stops after one iteration (tolerance inf), so that
         # compiling and solving are timed apart; that iteration's time is in the figure.
         start = time.perf_counter()
-        b.to_numpy(program(self.hjb_solver.problem_arrays(), math.inf, math.inf).k)
+        arrays = self.hjb_solver.problem_arrays()
+        if with_initial:  # the default start stands in for the caller's
+            arrays["initial"] = self._default_initial(b, arrays)
+        b.to_numpy(program(arrays, math.inf, math.inf).k)
         return program, time.perf_counter() - start
 
-    def _solve_on_host(self, max_iterations, tolerances, timings, eager, progress):
+    def _solve_on_host(self, max_iterations, tolerances, timings, eager, progress, initial=None):
         """A Python loop over iterations: one host synchronisation (the status, and the
         residuals when ``progress`` reports them) each. Returns ``(state, stop reason)``.
 
@@ -540,6 +579,8 @@ class FixedPointIterator:
             lambda: make_equation_residual(b, p.running_cost, _periodic(p)),
         )
         iteration = self._iteration(b, hjb_march, fp_march, residual, max_iterations)
+        if initial is not None:
+            arrays = {**arrays, "initial": initial}
         state = self._initial_state(b, arrays, max_iterations)
         for k in range(max_iterations):
             t0 = time.perf_counter()
