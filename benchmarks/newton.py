@@ -13,9 +13,15 @@ Methods: damped Picard (θ = 0.5), adaptive damping, Anderson (depth 5, mixing 0
 safeguarded Anderson (adaptive mixing + residual-jump restart), Newton, and
 ``method="auto"``. Every fixed-point run asks for relative changes below 1e-10 AND
 discrete equation residuals below 1e-8, with at most 1000 iterations; Newton for
-residuals below 1e-8. Times are wall-clock around the solve: best of ``--repeats``
-(one run for solves longer than 5 s). Also times the sparse LU of the Newton system
-against the grid size. The machine is printed and written into the JSON.
+residuals below 1e-8. Newton runs twice: with its default linear solver (GMRES
+preconditioned by the decoupled marches) and with the sparse LU. Times are wall-clock
+around the solve: best of ``--repeats`` (one run for solves longer than 5 s).
+
+Then the scaling under joint refinement of the congestion problem (51 x 25 to
+801 x 400): Newton's linear-solve time per step with GMRES (and its iterations) and
+with the sparse LU (one factorisation and solve at the solution, up to 401 x 200),
+against one damped Picard iteration's HJB and FP marches on the same grid. The machine
+is printed and written into the JSON.
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ METHODS = {
         "fdm",
         {"use_anderson": True, "adaptive_damping": True, "anderson_safeguard": 1.5},
     ),
-    "newton": ("newton", {}),
+    "newton (gmres)": ("newton", {}),
+    "newton (lu)": ("newton", {"linear_solver": "lu"}),
     "auto": ("auto", {}),
 }
 
@@ -69,7 +76,7 @@ def options_for(method: str, extra: dict) -> dict:
     if method == "fdm":
         return {**extra, "max_iterations": 1000, "tolerance": 1e-10, "equation_tolerance": 1e-8}
     if method == "newton":
-        return {"tolerance": 1e-8}
+        return {**extra, "tolerance": 1e-8}
     return {"equation_tolerance": 1e-8}
 
 
@@ -84,26 +91,57 @@ def run(problem, method, extra, backend, repeats):
     return result, min(times)
 
 
-def lu_scaling() -> list[dict]:
-    """Seconds of one sparse LU of the Newton Jacobian, at the solution, per grid."""
+SCALING_GRIDS = ((51, 25), (101, 50), (201, 100), (401, 200), (801, 400))
+#: The LU is not run beyond this many unknowns (2 Nt Nx): 20+ s per factorisation.
+LU_LIMIT = 200_000
+
+
+def linear_scaling(backend: str) -> list[dict]:
+    """Per grid of the congestion problem: Newton (GMRES) in full, the LU at its solution,
+    and the linear algebra of one Picard iteration (HJB + FP march times)."""
     rows = []
-    for Nx, Nt in ((101, 25), (101, 50), (101, 100), (101, 200), (51, 25), (201, 100)):
+    # Warm up: numba loads (or compiles) the march kernel on first use.
+    NewtonSolver(hello_example(running_cost=congestion, Nx=21, Nt=8), backend=backend).solve()
+    for Nx, Nt in SCALING_GRIDS:
         p = hello_example(running_cost=congestion, Nx=Nx, Nt=Nt)
-        solver = NewtonSolver(p)
+        solver = NewtonSolver(p, backend=backend)
+        t0 = time.perf_counter()
         result = solver.solve(tolerance=1e-8)
-        J = solver.jacobian(result.U, result.M)
-        best = min(_timed(lambda J=J: spla.splu(J, permc_spec="MMD_ATA")) for _ in range(3))
-        lu = spla.splu(J, permc_spec="MMD_ATA")
-        rows.append(
-            {
-                "Nx": Nx,
-                "Nt": Nt,
-                "unknowns": J.shape[0],
-                "lu_seconds": best,
-                "lu_nonzeros": int(lu.L.nnz + lu.U.nnz),
-            }
+        total = time.perf_counter() - t0
+        steps = [step for stage in result.stages for step in stage["linear"]]
+        gmres = [step["iterations"] for step in steps if step["solver"] == "gmres"]
+        row = {
+            "Nx": Nx,
+            "Nt": Nt,
+            "unknowns": 2 * Nx * Nt,
+            "newton_converged": bool(result.converged),
+            "newton_iterations": int(result.iterations),
+            "newton_seconds": total,
+            "gmres_iterations_per_step": [min(gmres), max(gmres)] if gmres else None,
+            "lu_fallbacks": len(steps) - len(gmres),
+            "gmres_step_seconds": result.timings["linear_solve"] / max(len(steps), 1),
+            "jacobian_step_seconds": result.timings["jacobian"] / max(len(steps), 1),
+        }
+        if row["unknowns"] <= LU_LIMIT:
+            J = solver.jacobian(result.U, result.M)
+            b = np.ones(J.shape[0])
+            row["lu_step_seconds"] = min(
+                _timed(lambda J=J, b=b: spla.splu(J, permc_spec="MMD_ATA").solve(b))
+                for _ in range(2)
+            )
+        picard = solve_mfg(p, "fdm", backend, max_iterations=5, tolerance=1e-300, compile=False)
+        row["picard_iteration_seconds"] = (
+            picard.timings.get("hjb", float("nan")) + picard.timings.get("fp", float("nan"))
+        ) / picard.iterations
+        rows.append(row)
+        lu = row.get("lu_step_seconds")
+        print(
+            f"  {Nx}x{Nt}: newton {total:.2f} s ({row['newton_iterations']} steps, GMRES "
+            f"{row['gmres_iterations_per_step']} it/step, {row['gmres_step_seconds'] * 1e3:.1f} "
+            f"ms/step); LU {'-' if lu is None else f'{lu * 1e3:.1f} ms'}; Picard iteration "
+            f"{row['picard_iteration_seconds'] * 1e3:.1f} ms",
+            flush=True,
         )
-        print(f"  LU Nx={Nx} Nt={Nt}: {best * 1e3:.1f} ms, {rows[-1]['lu_nonzeros']:.2e} nnz")
     return rows
 
 
@@ -154,7 +192,7 @@ def main() -> None:
                 f"iterations={row['iterations']:4d} residual={residual:.1e} {seconds:.2f} s",
                 flush=True,
             )
-    lu = lu_scaling()
+    scaling = linear_scaling(args.backend)
 
     print()
     print("problem | method | converged | iterations | equation residual | wall time")
@@ -168,7 +206,12 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         json.dumps(
-            {"machine": machine, "backend": args.backend, "solves": rows, "lu_scaling": lu},
+            {
+                "machine": machine,
+                "backend": args.backend,
+                "solves": rows,
+                "linear_scaling": scaling,
+            },
             indent=1,
         )
     )

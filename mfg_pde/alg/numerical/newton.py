@@ -34,7 +34,8 @@ MAX_HALVINGS = 12
 #: before the step falls back to the sparse LU. Measured on the preconditioned systems
 #: (to a relative residual of 1e-10): 31-48 iterations at every grid from 101 x 50 to
 #: 401 x 200 on the congestion hello problem and the κ = 30 wave, 8-10 at the solution
-#: of the attractive hello problem.
+#: of the attractive hello problem, but no convergence in 1200 at that problem's default
+#: start (a nearly singular Jacobian, where only the LU helps).
 GMRES_RESTART, GMRES_CYCLES = 50, 4
 #: Eisenstat-Walker forcing terms ("choice 2"): the linear solve of Newton step k stops
 #: at a relative residual eta_k = EW_GAMMA (|R_k| / |R_{k-1}|)^2, safeguarded and at
@@ -110,7 +111,7 @@ class NewtonSolver:
     there, and Newton from a Picard iterate with equation residual 0.2 converges in 3
     steps. ``solve_mfg(method="auto")`` orders the methods that way.
 
-    Where it runs: the Newton iteration itself (residuals, Jacobian, sparse LU) runs on
+    Where it runs: the Newton iteration itself (residuals, Jacobian, linear solve) runs on
     the host with NumPy/SciPy for every backend; the backend given computes the
     initial guess (an HJB and an FP march) and the arrays are converted in and out.
 
@@ -384,7 +385,7 @@ class NewtonSolver:
             timings=timings,
             solver=self.name,
             problem={**p.parameters(), "dx": p.dx, "dt": p.dt},
-            warnings=["the Newton iteration ran on the host (NumPy/SciPy sparse LU)"]
+            warnings=["the Newton iteration ran on the host (NumPy/SciPy)"]
             if self.backend.name != "numpy"
             else [],
             method="newton",
