@@ -76,10 +76,8 @@ def solve_auto(
         if result.converged:
             return _finish(result, stages, start)
 
-    best = min(results, key=_last_residual)
-    initial = (best.U, best.M) if np.isfinite(_last_residual(best)) else None
     result = NewtonSolver(problem, backend=backend, **newton_options).solve(
-        newton_iterations, equation_tolerance, initial=initial, verbose=verbose
+        newton_iterations, equation_tolerance, initial=_start(results), verbose=verbose
     )
     stages.append({**_stage("newton", result), "continuation": result.stages})
     results.append(result)

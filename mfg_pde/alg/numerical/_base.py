@@ -61,6 +61,20 @@ def check_solve_arguments(
     return float(tolerance), float(equation_tolerance)
 
 
+def initial_iterate(problem: MFGProblem, backend: BaseBackend, initial: Any) -> tuple:
+    """A caller's starting ``(U, M)`` as float64 host arrays of ``problem.shape``, with
+    the fixed end levels ``U[-1] = g`` and ``M[0] = m0`` put back (the ``initial=`` of
+    the fixed point and of Newton)."""
+    if not (isinstance(initial, tuple | list) and len(initial) == 2):
+        raise TypeError("initial must be a pair (U, M) of arrays")
+    U, M = (np.array(backend.to_numpy(backend.array(v)), float) for v in initial)
+    for name, v in (("U", U), ("M", M)):
+        if v.shape != problem.shape:
+            raise ValueError(f"initial {name} must have shape {problem.shape}, got {v.shape}")
+    U[-1], M[0] = problem.g, problem.m0
+    return U, M
+
+
 def check_krylov_options(krylov_tolerance: Any, max_krylov_iterations: Any) -> None:
     """Validate the 2D solvers' ``krylov_tolerance`` (in (0, 1)) and
     ``max_krylov_iterations`` (an int >= 1)."""

@@ -11,7 +11,11 @@ import numpy as np
 
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
-from mfg_pde.alg.numerical._base import check_solve_arguments, compiled_program
+from mfg_pde.alg.numerical._base import (
+    check_solve_arguments,
+    compiled_program,
+    initial_iterate,
+)
 from mfg_pde.alg.numerical._residual import make_equation_residual, residual_norms
 from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
@@ -412,19 +416,11 @@ class FixedPointIterator:
 
     def _checked_initial(self, initial: Any) -> tuple[Any, Any]:
         """``initial`` as backend arrays with the fixed end levels (see :meth:`solve`)."""
-        p, b = self.problem, self.backend
-        if not (isinstance(initial, tuple | list) and len(initial) == 2):
-            raise TypeError("initial must be a pair (U, M) of arrays")
-        out = []
-        for name, value, level, fixed in (("U", initial[0], -1, p.g), ("M", initial[1], 0, p.m0)):
-            v = np.array(b.to_numpy(b.array(value)) if b.is_array(value) else value, float)
-            if v.shape != p.shape:
-                raise ValueError(f"initial {name} must have shape {p.shape}, got {v.shape}")
+        U, M = initial_iterate(self.problem, self.backend, initial)
+        for name, v in (("U", U), ("M", M)):
             if not np.isfinite(v).all():
                 raise ValueError(f"initial {name} has non-finite values")
-            v[level] = fixed
-            out.append(b.from_numpy(v))
-        return out[0], out[1]
+        return self.backend.from_numpy(U), self.backend.from_numpy(M)
 
     def _default_initial(self, backend: BaseBackend, arrays: dict) -> tuple[Any, Any]:
         """``U = g`` and ``M = m0`` at every level."""

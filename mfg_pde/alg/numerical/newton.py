@@ -12,7 +12,7 @@ import scipy.sparse.linalg as spla
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
 from mfg_pde.alg.numerical import _stencils as st
-from mfg_pde.alg.numerical._base import check_solve_arguments, problem_arrays
+from mfg_pde.alg.numerical._base import check_solve_arguments, initial_iterate, problem_arrays
 from mfg_pde.alg.numerical._coupling import coupling_jacobian
 from mfg_pde.alg.numerical._residual import make_equation_residual
 from mfg_pde.backends import BaseBackend, create_backend
@@ -317,11 +317,7 @@ class NewtonSolver:
         if initial is None:
             U, M = self._picard_pass()
         else:
-            U, M = (np.array(self.backend.to_numpy(self.backend.array(v)), float) for v in initial)
-            for name, v in (("U", U), ("M", M)):
-                if v.shape != p.shape:
-                    raise ValueError(f"initial {name} must have shape {p.shape}, got {v.shape}")
-            U[-1], M[0] = p.g, p.m0
+            U, M = initial_iterate(p, self.backend, initial)
         timings["initial"] = time.perf_counter() - t0
 
         history = {"U": [], "M": [], "hjb": [], "fp": []}
