@@ -23,6 +23,7 @@ _ITERATOR_OPTIONS = (
     "anderson_mixing",
     "anderson_safeguard",
     "anderson_restart",
+    "stall_window",
 )
 _SOLVE_OPTIONS = ("max_iterations", "tolerance", "equation_tolerance", "verbose", "callback")
 _NEWTON_OPTIONS = ("continuation", "attempt_iterations", "max_continuation_steps", "linear_solver")

@@ -327,14 +327,17 @@ def test_newton_with_a_nonlocal_coupling_matches_the_fixed_point():
 def test_non_analytic_cost_is_differentiated_exactly():
     """``abs`` defeats the complex step (it returns the modulus); the first-use check
     against a finite difference notices and JAX differentiates instead. With m > 0,
-    0.5 |m| is the congestion cost, so Newton must find the same answer."""
+    0.5 |m| is the congestion cost, so Newton must find the same answer, and as fast:
+    a wrong derivative of the coupling (the modulus's, 0) leaves Newton with an
+    inexact Jacobian, linear convergence and many more steps than the two extra the
+    bound allows for a different rounding of the same iterates."""
     p = hard_problem(Nx=41, Nt=20)
     plain = NewtonSolver(p).solve(tolerance=1e-10)
     with_abs = NewtonSolver(p.replace(running_cost=lambda x, m, t: 0.5 * abs(m))).solve(
         tolerance=1e-10
     )
     assert plain.converged and with_abs.converged
-    assert with_abs.iterations == plain.iterations
+    assert with_abs.iterations <= plain.iterations + 2
     np.testing.assert_allclose(with_abs.M, plain.M, rtol=0, atol=1e-10)
 
 
@@ -413,23 +416,27 @@ def test_strong_coupling_convergence_study():
 
 
 def test_safeguards_leave_an_easy_problem_alone():
-    """On the design example the adaptive damping never has to act: the same iterations
-    and the same answer as plain damping (and likewise for safeguarded Anderson)."""
+    """On the design example the adaptive damping never has to act, nor the stall
+    detection: the same answer as plain damping to 1e-12, where one changed step (a
+    smaller θ, a cleared history) would leave a difference of the order of the
+    tolerance, 1e-8 (and likewise for safeguarded Anderson)."""
     p = MFGProblem(Nx=41, Nt=20)
     for base, guarded in (
-        ({}, {"adaptive_damping": True}),
+        ({}, {"adaptive_damping": True, "stall_window": 5}),
         ({"use_anderson": True}, {"use_anderson": True, "anderson_safeguard": 1.5}),
     ):
         a = fixed_point(p, **base).solve(tolerance=1e-8)
         b = fixed_point(p, **{**base, **guarded}).solve(tolerance=1e-8)
-        assert a.converged and b.converged and a.iterations == b.iterations
+        assert a.converged and b.converged
         np.testing.assert_allclose(a.M, b.M, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", ["jax"], indirect=True)
 def test_adaptive_damping_runs_compiled_and_agrees_with_numpy(backend, reference_backend):
-    """θ and the Anderson mixing are loop state: the compiled jax while_loop takes the
-    same iterations to the same answer as NumPy's host loop."""
+    """θ and the Anderson mixing are loop state: the compiled jax while_loop reaches the
+    same answer as NumPy's host loop. Not necessarily in the same number of iterations:
+    the safeguard's restarts are decided by residual jumps, and a different order of
+    floating-point sums can move one by an iteration (measured 128 against 125)."""
     p = hard_problem(Nx=41, Nt=20)
     options = {"use_anderson": True, "adaptive_damping": True, "anderson_safeguard": 1.5}
     ours = fixed_point(p, backend, **options).solve(
@@ -439,8 +446,9 @@ def test_adaptive_damping_runs_compiled_and_agrees_with_numpy(backend, reference
         max_iterations=400, tolerance=1e-12, equation_tolerance=1e-8
     )
     assert ref.converged and ours.converged
-    assert abs(ours.iterations - ref.iterations) <= 2
+    assert final_residual(ours) <= 1e-8 and final_residual(ref) <= 1e-8
     np.testing.assert_allclose(ours.M, ref.M, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.U, ref.U, rtol=0, atol=1e-8 * np.abs(ref.U).max())
 
 
 def test_iterator_rejects_bad_safeguard_options():
@@ -458,46 +466,132 @@ def test_iterator_rejects_bad_safeguard_options():
 # -- method="auto" ------------------------------------------------------------------------------
 
 
+def stage_names(result) -> list[str]:
+    return [s["stage"] for s in result.stages]
+
+
 def test_auto_stops_at_picard_on_an_easy_problem():
+    """The design example: Picard converges (28 iterations measured) and its stall check
+    predicts convergence well inside the budget from its first judgement on, so `auto`
+    never leaves it."""
     result = solve_mfg(MFGProblem(Nx=41, Nt=20), "auto", backend="numpy")
     assert result.converged and result.method == "picard"
-    assert [s["stage"] for s in result.stages] == ["picard"]
+    assert stage_names(result) == ["picard"]
     assert final_residual(result) <= 1e-8
 
 
-def test_auto_continues_with_anderson_from_picards_iterate(hard_newton):
-    """The hard problem: Picard fails its 100 iterations; Anderson starts from Picard's
-    last iterate (not from scratch) and converges there (measured: 96 iterations,
-    where from scratch it failed its 100 and Newton had to finish)."""
+def test_auto_hands_over_to_newton_when_picard_cycles(hard_newton):
+    """The congestion problem: damped Picard cycles (its residual never falls below its
+    first value, measured over 100 iterations), so `auto` stops it as soon as the stall
+    check may judge (10 iterations; the issue allows 30) and Newton, started from
+    Picard's last iterate, converges to Newton's own answer."""
     result = solve_mfg(hard_problem(), "auto", backend="numpy")
     assert result.converged, result.reason
-    picard, anderson = result.stages
-    assert (picard["stage"], anderson["stage"]) == ("picard", "anderson")
-    assert not picard["converged"] and anderson["converged"]
-    assert result.method == "anderson" and final_residual(result) <= 1e-8
-    # The same stage from scratch fails within its 100 iterations.
-    from mfg_pde._auto import ANDERSON_STAGE
-
-    cold = fixed_point(hard_problem(), **ANDERSON_STAGE).solve(
-        max_iterations=100, tolerance=1e-6, equation_tolerance=1e-8
-    )
-    assert not cold.converged
+    picard, newton = result.stages
+    assert (picard["stage"], newton["stage"]) == ("picard", "newton")
+    assert not picard["converged"] and "stalled" in picard["reason"]
+    assert picard["iterations"] <= 30
+    assert result.method == "newton" and final_residual(result) <= 1e-8
     for stage in result.stages:
         assert len(stage["hjb"]) == len(stage["fp"]) == stage["iterations"] > 0
-    np.testing.assert_allclose(result.M, hard_newton.M, rtol=0, atol=1e-6)
+    scale = np.abs(hard_newton.M).max()
+    np.testing.assert_allclose(result.M, hard_newton.M, rtol=0, atol=1e-7 * scale)
 
 
 def test_auto_escalates_to_newton_at_strong_coupling():
-    """The κ = 30 wave: both fixed-point stages fail within their 100 iterations, Newton
-    from the better iterate converges and gives Newton's own answer."""
+    """The κ = 30 wave: damped Picard cycles, `auto` hands over within 30 iterations,
+    and Newton from there gives Newton's own answer."""
     p = wave_problem(STRONG, 50, 20)
     result = solve_mfg(p, "auto", backend="numpy")
     assert result.converged, result.reason
-    assert [s["stage"] for s in result.stages] == ["picard", "anderson", "newton"]
-    assert [s["converged"] for s in result.stages] == [False, False, True]
+    assert stage_names(result) == ["picard", "newton"]
+    assert result.stages[0]["iterations"] <= 30 and "stalled" in result.stages[0]["reason"]
     assert result.method == "newton" and final_residual(result) <= 1e-8
     alone = NewtonSolver(p).solve(tolerance=1e-10)
     np.testing.assert_allclose(result.M, alone.M, rtol=0, atol=1e-7)
+
+
+def test_auto_rescues_a_failed_newton_with_anderson(hard_newton):
+    """When Newton fails from Picard's iterate (here: allowed 2 steps, it needs about
+    8), safeguarded Anderson continues from the best iterate so far and converges
+    (from scratch it needs about 120 of the 300 allowed) to the same answer."""
+    result = solve_mfg(
+        hard_problem(), "auto", backend="numpy", max_iterations=300, newton_iterations=2
+    )
+    assert result.converged, result.reason
+    assert stage_names(result)[:3] == ["picard", "newton", "anderson"]
+    assert [s["converged"] for s in result.stages[:2]] == [False, False]
+    assert result.method == "anderson" and final_residual(result) <= 1e-8
+    scale = np.abs(hard_newton.M).max()
+    np.testing.assert_allclose(result.M, hard_newton.M, rtol=0, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("problem", ["easy", "congestion", "wave"])
+def test_auto_takes_the_same_path_when_round_off_changes(problem):
+    """Round-off must not change the method mix: perturbing the tolerance and the initial
+    density by 1e-12 (relative), which changes every floating-point result from the
+    first iteration on as another thread count or BLAS would, gives the same stages
+    and an answer that agrees to the equation tolerance's effect (1e-7)."""
+    p = {
+        "easy": MFGProblem(Nx=41, Nt=20),
+        "congestion": hard_problem(Nx=51, Nt=25),
+        "wave": wave_problem(STRONG, 50, 20),
+    }[problem]
+    rng = np.random.default_rng(0)
+    noisy = p.m0 * (1.0 + 1e-12 * rng.uniform(-1.0, 1.0, size=p.m0.shape))
+    perturbed = p.replace(initial_density=lambda *_: noisy)
+    base = solve_mfg(p, "auto", backend="numpy")
+    other = solve_mfg(perturbed, "auto", backend="numpy", tolerance=1e-6 * (1 + 1e-12))
+    assert base.converged and other.converged
+    assert stage_names(other) == stage_names(base)
+    for key in ("U", "M"):
+        scale = np.abs(base[key]).max()
+        np.testing.assert_allclose(other[key], base[key], rtol=0, atol=1e-7 * scale)
+
+
+# -- stall detection --------------------------------------------------------------------------
+
+
+def test_stall_window_stops_a_cycling_iteration(backend):
+    """Damped Picard on the congestion problem cycles: with ``stall_window=5`` it stops
+    once judged (iteration 10; at this size a cycle drifts down by 2 % per iteration,
+    which predicts ~900 more), with the last finite iterate and a reason that says it
+    stalled, on every backend (jax inside its compiled while_loop)."""
+    p = hard_problem(Nx=41, Nt=20)
+    result = fixed_point(p, backend, stall_window=5).solve(
+        max_iterations=100, tolerance=1e-6, equation_tolerance=1e-8
+    )
+    assert not result.converged and result.iterations <= 15
+    assert "stalled after" in result.reason
+    assert np.all(np.isfinite(result.U)) and np.all(np.isfinite(result.M))
+    assert len(result.residuals["U"]) == result.iterations
+
+
+@pytest.mark.parametrize("theta", [0.1, 0.05])
+def test_stall_prediction_matches_the_iterations_actually_needed(theta):
+    """A slow but converging iteration (Picard with small θ on the design example) is
+    stopped when its rate cannot make the budget of 100; the count it predicts then
+    (measured: 169 and 350) is what the iteration needs when allowed to run to the end
+    (measured: 171 and 349): damped Picard converges linearly, so its rate over a
+    window is its asymptotic rate. The prediction must be within 25 %."""
+    import re
+
+    p = MFGProblem(Nx=41, Nt=20)
+    options = {"tolerance": 1e-6, "equation_tolerance": 1e-8}
+    stopped = fixed_point(p, thetaUM=theta, stall_window=5).solve(max_iterations=100, **options)
+    assert not stopped.converged and "contracted by" in stopped.reason, stopped.reason
+    more = int(re.search(r"needs about (\d+) more", stopped.reason).group(1))
+    predicted = stopped.iterations + more
+    full = fixed_point(p, thetaUM=theta).solve(max_iterations=1000, **options)
+    assert full.converged
+    assert abs(predicted - full.iterations) <= 0.25 * full.iterations, (predicted, full)
+
+
+def test_stall_window_is_checked():
+    p = MFGProblem(Nx=11, Nt=5)
+    for bad in (0, 2.5, True, "5"):
+        with pytest.raises(ValueError, match="stall_window"):
+            fixed_point(p, stall_window=bad)
 
 
 def test_fixed_point_starts_from_a_given_iterate(backend):
@@ -534,7 +628,9 @@ def test_fixed_point_rejects_a_bad_initial_iterate():
 
 def test_every_method_failing_is_reported_not_returned_as_an_answer(tmp_path):
     """Budgets too small for any method: converged=False, a reason naming every stage,
-    and every stage's residual history; the result saves and loads with them."""
+    and every stage's residual history; the result saves and loads with them. (Whether
+    Newton gets a second try after Anderson depends on whether Anderson's 5 iterations
+    came closer than Picard's, so only the first three stages are fixed.)"""
     import mfg_pde
 
     result = solve_mfg(
@@ -544,8 +640,11 @@ def test_every_method_failing_is_reported_not_returned_as_an_answer(tmp_path):
     for name in ("picard", "anderson", "newton"):
         assert f"{name}:" in result.reason
     assert "no method converged" in result.reason
-    assert [s["iterations"] for s in result.stages] == [5, 5, 2]
-    assert all(len(s["hjb"]) == s["iterations"] for s in result.stages)
+    assert stage_names(result)[:3] == ["picard", "newton", "anderson"]
+    assert stage_names(result)[3:] in ([], ["newton"])
+    for stage in result.stages:  # each within its budget; the fixed point cannot stall in 5
+        assert stage["iterations"] == (2 if stage["stage"] == "newton" else 5)
+        assert len(stage["hjb"]) == stage["iterations"] and not stage["converged"]
     assert np.all(np.isfinite(result.U)) and np.all(np.isfinite(result.M))
     assert mfg_pde.load(result.save(tmp_path / "failed.npz")) == result
 

@@ -17,6 +17,7 @@ from mfg_pde.alg.numerical._base import (
     initial_iterate,
 )
 from mfg_pde.alg.numerical._residual import make_equation_residual, residual_norms
+from mfg_pde.alg.numerical._stall import STALL_IMPROVEMENT, progress, stall_update
 from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
 from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
@@ -24,8 +25,8 @@ from mfg_pde.backends import BaseBackend, create_backend
 from mfg_pde.utils.anderson_acceleration import AndersonAccelerator
 from mfg_pde.utils.progress import Callback, Progress
 
-#: Values of :attr:`IterationState.status`.
-RUNNING, CONVERGED, NONFINITE_U, NONFINITE_M = 0, 1, 2, 3
+#: Values of :attr:`IterationState.status` (STALLED: see ``stall_window``).
+RUNNING, CONVERGED, NONFINITE_U, NONFINITE_M, STALLED = 0, 1, 2, 3, 4
 
 #: Adaptive damping: θ is multiplied by DAMPING_GROW when the fixed-point residual reaches
 #: a new low, and by DAMPING_SHRINK when it exceeds DAMPING_GROWTH times that low or has
@@ -53,10 +54,20 @@ class IterationState(NamedTuple):
     theta: Any  # () damping (Anderson mixing) used by the next update
     last: Any  # () reference residual of adaptive damping (smallest since the last shrink)
     since: Any  # () iterations since that reference was set
-    status: Any  # () RUNNING, CONVERGED, NONFINITE_U or NONFINITE_M
+    status: Any  # () RUNNING, CONVERGED, NONFINITE_U, NONFINITE_M or STALLED
     newton_failures: Any  # () in the last HJB solve
     bad: Any  # (Nt + 1, Nx) the non-finite output, kept to locate where it started
     anderson: Any  # AndersonState or None
+    stall: Any  # StallState or None (no stall_window)
+
+
+class StallState(NamedTuple):
+    """The trend of the progress, for ``stall_window`` (:mod:`._stall`)."""
+
+    low: Any  # () lowest progress so far (new lows by the factor STALL_IMPROVEMENT)
+    lows: Any  # (max_iterations,) the low after each iteration
+    rate: Any  # () contraction rate per iteration over the last window (1: not judged)
+    remaining: Any  # () iterations that rate predicts are still needed (inf: never)
 
 
 class FixedPointIterator:
@@ -92,6 +103,12 @@ class FixedPointIterator:
       one (a fall-back to damping until the history rebuilds); ``anderson_restart=n``
       clears it every n steps; ``anderson_mixing`` sets the mixing parameter (default
       ``thetaUM``).
+    * ``stall_window=w``: stop early, with ``converged=False`` and a reason that says
+      so, when from iteration ``2 w`` on the contraction rate of the residual over the
+      last ``w`` iterations predicts that the tolerances cannot be met within
+      ``max_iterations``; a cycling iteration makes no new low and predicts never
+      (:mod:`~mfg_pde.alg.numerical._stall`). ``solve_mfg(method="auto")`` uses it
+      (w = 5) to hand over to Newton early instead of spending the whole budget.
 
     All of them are written into the one iteration function, so they run unchanged in
     the compiled ``lax.while_loop`` on jax and in the host loop elsewhere.
@@ -136,6 +153,9 @@ class FixedPointIterator:
         Clear the Anderson history when the residual grows by more than this factor.
     anderson_restart : int or None
         Clear the Anderson history every this many iterations.
+    stall_window : int >= 1 or None
+        Stop when the iteration has stalled, judged over this many iterations (above);
+        None (default): run until converged or ``max_iterations``.
     """
 
     def __init__(
@@ -152,6 +172,7 @@ class FixedPointIterator:
         anderson_mixing: float | None = None,
         anderson_safeguard: float | None = None,
         anderson_restart: int | None = None,
+        stall_window: int | None = None,
     ) -> None:
         if not isinstance(problem, MFGProblem):
             raise TypeError(f"problem must be an MFGProblem, got {type(problem).__name__}")
@@ -188,6 +209,10 @@ class FixedPointIterator:
             raise ValueError(
                 f"anderson_restart must be an int >= 1 or None, got {anderson_restart!r}"
             )
+        if stall_window is not None and (
+            isinstance(stall_window, bool) or not isinstance(stall_window, int) or stall_window < 1
+        ):
+            raise ValueError(f"stall_window must be an int >= 1 or None, got {stall_window!r}")
         self.problem = problem
         self.hjb_solver = hjb_solver
         self.fp_solver = fp_solver
@@ -215,6 +240,7 @@ class FixedPointIterator:
         self.anderson_mixing = None if anderson_mixing is None else float(anderson_mixing)
         self.anderson_safeguard = None if anderson_safeguard is None else float(anderson_safeguard)
         self.anderson_restart = anderson_restart
+        self.stall_window = stall_window
 
     @property
     def method(self) -> str:
@@ -231,6 +257,7 @@ class FixedPointIterator:
             self.anderson_mixing,
             self.anderson_safeguard,
             self.anderson_restart,
+            self.stall_window,
         )
 
     @property
@@ -338,6 +365,7 @@ class FixedPointIterator:
         theta_max = self.anderson_mixing if self.use_anderson and self.anderson_mixing else None
         theta_max = self.thetaUM if theta_max is None else theta_max
         slots = xp.arange(max_iterations, **backend._device_kw())
+        window = self.stall_window
 
         def iteration(arrays: dict, tolerances: Any, s: IterationState) -> IterationState:
             tolerance, equation_tolerance = tolerances
@@ -359,6 +387,12 @@ class FixedPointIterator:
                 NONFINITE_U,
                 xp.where(bad_m, NONFINITE_M, xp.where(converged, CONVERGED, RUNNING)),
             )
+            stall = s.stall
+            if window is not None:
+                p = progress(xp, ru, rm, rh, rf, tolerances)
+                stalled, *trend = stall_update(xp, window, max_iterations, slots, s.k, p, stall)
+                status = xp.where((status == RUNNING) & stalled, STALLED, status)
+                stall = StallState(*trend)
             current = xp.sqrt(ru * ru + rm * rm)
             theta = theta_max  # a Python float unless it adapts: the default path unchanged
             best, since = s.last, s.since
@@ -399,6 +433,7 @@ class FixedPointIterator:
                 newton_failures=failures,
                 bad=xp.where(bad_u, U_hat, M_hat),
                 anderson=anderson,
+                stall=stall,
             )
 
         return iteration
@@ -438,6 +473,14 @@ class FixedPointIterator:
         if accelerator is not None:
             size = math.prod(p.shape)
             anderson = accelerator.init(size if self.anderson_on_u_only else 2 * size)
+        stall = None
+        if self.stall_window is not None:
+            stall = StallState(
+                low=xp.asarray(math.inf, dtype=backend.dtype, **dev),
+                lows=backend.zeros((max_iterations,)),
+                rate=xp.asarray(1.0, dtype=backend.dtype, **dev),
+                remaining=xp.asarray(math.inf, dtype=backend.dtype, **dev),
+            )
         return IterationState(
             U=U,
             M=M,
@@ -459,6 +502,7 @@ class FixedPointIterator:
             newton_failures=xp.asarray(0, **dev),
             bad=xp.zeros_like(U),
             anderson=anderson,
+            stall=stall,
         )
 
     # -- the two ways to run it ---------------------------------------------------------
@@ -617,6 +661,8 @@ class FixedPointIterator:
                 reason += f" and equation residuals below {equation_tolerance:g}"
         elif status == RUNNING:
             reason = stopped or f"reached max_iterations={max_iterations}"
+        elif status == STALLED:
+            reason = self._stall_reason(state.stall, k, max_iterations)
         else:
             where = "U (HJB solve)" if status == NONFINITE_U else "M (FP solve)"
             n, i = _nonfinite_origin(b.to_numpy(state.bad), backward=status == NONFINITE_U)
@@ -658,6 +704,22 @@ class FixedPointIterator:
             },
             warnings=notes,
             method=self.method,
+        )
+
+    def _stall_reason(self, stall: StallState, k: int, max_iterations: int) -> str:
+        b, w = self.backend, self.stall_window
+        low, rate, remaining = (
+            float(b.to_numpy(v)) for v in (stall.low, stall.rate, stall.remaining)
+        )
+        if rate >= 1:
+            trend = f"made no new low (by {1 - STALL_IMPROVEMENT:.0%}) in the last {w}"
+            more = "it cycles or stagnates"
+        else:
+            trend = f"contracted by {rate:.3g} per iteration over the last {w}"
+            more = f"at that rate it needs about {remaining:.0f} more, beyond {max_iterations}"
+        return (
+            f"stalled after {k} iterations: the residual, {low:.3g} times the tolerance at "
+            f"its lowest, {trend}; {more}"
         )
 
 
