@@ -63,9 +63,10 @@ def solve_mfg(
         discrete equation residual; options ``max_iterations``, ``tolerance``,
         ``continuation``, ``attempt_iterations``, ``max_continuation_steps``,
         ``linear_solver`` ("gmres" or "lu"), ``verbose``, ``callback``). "auto": damped
-        Picard, then safeguarded Anderson, then Newton, until one converges
-        (``tolerance`` on the fixed-point changes, ``equation_tolerance``, default 1e-8,
-        on the equations, ``max_iterations`` per fixed-point stage,
+        Picard while its contraction rate can meet the tolerances within
+        ``max_iterations``, then Newton, and safeguarded Anderson only to rescue a
+        failed Newton (``tolerance`` on the fixed-point changes, ``equation_tolerance``,
+        default 1e-8, on the equations, ``max_iterations`` per fixed-point stage,
         ``newton_iterations`` (50) for Newton); the result's ``method`` and ``stages``
         say which stage produced it and what each did
         (:func:`mfg_pde._auto.solve_auto`).
@@ -76,7 +77,10 @@ def solve_mfg(
         ``use_anderson`` (False), ``anderson_depth`` (5), ``newton_tolerance``,
         ``max_newton_iterations``, ``compile`` (True), ``equation_tolerance`` (None),
         ``adaptive_damping`` (False), ``anderson_mixing``, ``anderson_safeguard``,
-        ``anderson_restart``; for particles ``num_particles``, ``seed``, ``kde_method``,
+        ``anderson_restart``, ``stall_window`` (None: stop a fixed point early when its
+        residual's trend over this many iterations cannot meet the tolerances within
+        ``max_iterations``, see :class:`FixedPointIterator`); for particles
+        ``num_particles``, ``seed``, ``kde_method``,
         ``bandwidth``, ``strategy``. ``verbose`` (False) shows a progress bar;
         ``callback(iteration, residuals)`` is called after every iteration and stops the
         solve by returning a true value (:meth:`FixedPointIterator.solve`).
