@@ -151,6 +151,29 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def auto_against_the_best(rows: list[dict]) -> list[dict]:
+    """Per problem: auto's time over the fastest other method that converged, measured
+    in the same run (the issue's bound: at most 2)."""
+    out = []
+    for problem in dict.fromkeys(r["problem"] for r in rows):
+        mine = [r for r in rows if r["problem"] == problem]
+        auto = next(r for r in mine if r["method"] == "auto")
+        others = [r for r in mine if r["method"] != "auto" and r["converged"]]
+        best = min(others, key=lambda r: r["seconds"])
+        out.append(
+            {
+                "problem": problem,
+                "auto_converged": auto["converged"],
+                "auto_seconds": auto["seconds"],
+                "auto_stages": auto["stages"],
+                "best_method": best["method"],
+                "best_seconds": best["seconds"],
+                "ratio": auto["seconds"] / best["seconds"],
+            }
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -202,6 +225,15 @@ def main() -> None:
             f"{r['problem']} | {r['method']} | {r['converged']} | {r['iterations']} | "
             f"{r['equation_residual']:.1e} | {r['seconds']:.2f} s"
         )
+    ratios = auto_against_the_best(rows)
+    print()
+    print("problem | auto | fastest other converging method | auto / fastest")
+    print("--- | --- | --- | ---")
+    for r in ratios:
+        print(
+            f"{r['problem']} | {r['auto_seconds']:.3f} s ({' -> '.join(r['auto_stages'])}) | "
+            f"{r['best_method']} {r['best_seconds']:.3f} s | {r['ratio']:.2f}"
+        )
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -210,6 +242,7 @@ def main() -> None:
                 "machine": machine,
                 "backend": args.backend,
                 "solves": rows,
+                "auto_against_the_best": ratios,
                 "linear_scaling": scaling,
             },
             indent=1,
