@@ -108,17 +108,20 @@ def iterations_to(backend, lines, periodic, key, transpose, tolerance=1e-8) -> i
 def test_ordering_along_the_flow_is_what_makes_the_sweep_work(transpose):
     """Ordered by ``u`` (ascending for A, descending for A^T) the Gauss-Seidel sweep
     solves the transport part exactly, so BiCGSTAB needs a few iterations where the
-    line preconditioner needs several times more; the reversed order (key ``-u``)
-    loses that."""
+    line preconditioner needs about twice as many; the reversed order (key ``-u``)
+    loses that, needing some eight times as many.
+
+    The counts are the point here (docs/two_d.md quotes them), but round-off can move
+    BiCGSTAB's stop by an iteration or two, so the bounds leave that room: measured
+    8-9 along the flow, 66-77 against it, 19-21 with the line preconditioner."""
     numba_numpy = get_backend("numba")  # numpy arrays with the ordered solver
     periodic = (True, False)
     u, lines = transport_case(periodic, shape=(64, 48))
     along = iterations_to(numba_numpy, lines, periodic, u, transpose)
     against = iterations_to(numba_numpy, lines, periodic, -u, transpose)
     line = iterations_to(NumpyBackend(use_numba=False), lines, periodic, u, transpose)
-    # Measured: 8-9 along the flow, 66-77 against it, 19-21 with the line preconditioner.
-    assert along <= 10, along
-    assert line >= 2 * along, (line, along)
+    assert along <= 12, along
+    assert line >= 1.5 * along, (line, along)
     assert against >= 4 * along, (against, along)
 
 

@@ -1,7 +1,8 @@
 """The 2D finite-difference solvers: exact solution, conservation, 1D embedding, backends.
 
-Grids are small so the file stays fast; the convergence study at one more refinement
-is marked slow (``pytest -m slow``).
+Grids are small so the file stays fast; the convergence study runs on the reference
+backend by default, and on the others and at one more refinement with ``pytest -m slow``;
+by default every backend is held to numpy's answer on the study's problem instead.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from exact_solutions import LinearQuadratic2D
-from test_solvers_1d import fitted_order, pairwise_orders
+from test_solvers_1d import AGREEMENT, ORDER_STUDY_BACKENDS, fitted_order, pairwise_orders
 
 from mfg_pde import MFGProblem, solve_mfg
 from mfg_pde.alg.numerical import FPFDMSolver, HJBFDMSolver
@@ -40,6 +41,7 @@ def lq2_errors(backend, grids):
     return h, err_u, err_m
 
 
+@pytest.mark.parametrize("backend", ORDER_STUDY_BACKENDS, indirect=True)
 def test_linear_quadratic_2d_converges_at_first_order(backend):
     """U and M against the exact 2D LQ solution (the sum/product of two 1D ones).
 
@@ -56,6 +58,30 @@ def test_linear_quadratic_2d_converges_at_first_order(backend):
     orders_m = pairwise_orders(err_m)
     assert np.all(np.diff(orders_m) > 0) and orders_m[-1] >= 0.85, (orders_m, err_m)
     assert err_u[-1] < 0.08 and err_m[-1] < 0.12, (err_u, err_m)
+
+
+def test_linear_quadratic_2d_problem_agrees_with_numpy_backend(backend, reference_backend):
+    """The study's problem on its coarsest grid, on every backend: numpy's answer.
+
+    Its mean-field running cost (means of m along x and y) and Anderson's 2D path are
+    what the crowd problem of ``test_backends_agree_in_2d`` does not take. Every backend
+    computes numpy's discrete solution to the documented 1e-8 (relative), so the
+    orders measured on numpy hold for it (the study runs on every backend with
+    ``-m slow``). Tolerance 1e-10: iterates near the stop differ by ~1e-10, so this
+    holds wherever round-off stops the iteration (numpy and numba take 12 iterations
+    here, jax and torch, with another preconditioner, 13; they agree to 5e-12). The
+    equations hold to the bounds of ``test_fdm_2d_solves_its_discrete_equations``.
+    """
+    problem = LQ2.problem(*LQ2_GRIDS[0])
+    options = dict(use_anderson=True, tolerance=1e-10, max_iterations=100)
+    ref = solve_mfg(problem, backend=reference_backend, **options)
+    got = solve_mfg(problem, backend=backend, **options)
+    assert ref.converged and got.converged, (ref.reason, got.reason)
+    for name in ("U", "M"):
+        rel = np.abs(got[name] - ref[name]).max() / np.abs(ref[name]).max()
+        assert rel <= AGREEMENT, (name, rel)
+    hjb, fp = got.residuals["hjb"][-1], got.residuals["fp"][-1]
+    assert hjb < 1e-7 and fp < 1e-9 * np.abs(got.M).max() / problem.dt, (hjb, fp)
 
 
 @pytest.mark.slow
@@ -112,8 +138,9 @@ def test_1d_problem_embedded_in_2d_gives_the_1d_answer(reference_backend, bounda
 
     Then the y-slopes vanish, the y-operator acts on constants only, and the 2D scheme
     reduces to the 1D one row by row. The two differ by the solvers' tolerances only
-    (fixed point 1e-9, Newton 1e-11, the 2D Krylov solves): 1e-7 is far above those and
-    far below any discretisation difference (~1e-2 at this grid).
+    (fixed point 1e-9, Newton 1e-11, the 2D Krylov solves), whichever iteration each
+    stops at: 1e-7 is far above those and far below any discretisation difference
+    (~1e-2 at this grid).
     """
     one = design_example(Nx=41, Nt=20, boundary=boundary)
     ny = 5
@@ -135,7 +162,6 @@ def test_1d_problem_embedded_in_2d_gives_the_1d_answer(reference_backend, bounda
     options["use_anderson"] = True
     r1, r2 = solve_mfg(one, **options), solve_mfg(two, **options)
     assert r1.converged and r2.converged
-    assert r1.iterations == r2.iterations
     for j in range(ny):
         np.testing.assert_allclose(r2.U[:, :, j], r1.U, rtol=0, atol=1e-7)
         # The 2D density is the 1D one spread over y (mass 1 over the rectangle).
