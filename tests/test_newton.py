@@ -549,6 +549,21 @@ def test_auto_takes_the_same_path_when_round_off_changes(problem):
         np.testing.assert_allclose(other[key], base[key], rtol=0, atol=1e-7 * scale)
 
 
+def test_auto_gives_numpys_answer_on_every_backend(backend, reference_backend):
+    """`auto` on the congestion problem on each backend (on jax the Picard stage is one
+    compiled while_loop with the stall check inside): the answer solves the discrete
+    equations to 1e-8 and equals numpy's `auto` answer to 1e-7 of its scale, whatever
+    path each took."""
+    p = hard_problem(Nx=41, Nt=20)
+    ours = solve_mfg(p, "auto", backend=backend)
+    ref = solve_mfg(p, "auto", backend=reference_backend)
+    assert ours.converged and ref.converged, (ours.reason, ref.reason)
+    assert final_residual(ours) <= 1e-8 and ours.backend == backend.name
+    for key in ("U", "M"):
+        scale = np.abs(ref[key]).max()
+        np.testing.assert_allclose(ours[key], ref[key], rtol=0, atol=1e-7 * scale)
+
+
 # -- stall detection --------------------------------------------------------------------------
 
 
