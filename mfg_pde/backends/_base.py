@@ -49,6 +49,16 @@ class BaseBackend(abc.ABC):
     name: str = "abstract"
     #: False on the view returned by :meth:`eager`.
     compiled: bool = True
+    #: Whether compiled code wants a few fixed array shapes: every new shape compiles
+    #: again (jax), so callers pad data of varying length to bucketed lengths.
+    fixed_shapes: bool = False
+    #: Whether reading a value back to the host stalls the queue of work behind it
+    #: (torch, on any device: a convergence test per time step costs a sync each), so
+    #: that loops run a fixed count instead of testing convergence as they go.
+    syncs_cost: bool = False
+    #: Whether the arrays are NumPy arrays in host memory, which host-side SciPy code
+    #: (the Newton iteration) uses without a copy.
+    is_host_numpy: bool = False
 
     def __init__(self) -> None:
         self.xp = self._namespace()
@@ -579,19 +589,43 @@ class BaseBackend(abc.ABC):
         """Compile ``fn`` where the backend can; elsewhere return it unchanged."""
         return fn
 
+    def vmap(self, fn: Callable) -> Callable:
+        """``fn`` mapped over the leading axis of its first argument, the other
+        arguments shared: ``vmap(fn)(xs, *rest)[i] == fn(xs[i], *rest)``.
+
+        Default: a Python loop and a stack; jax maps it in one traced program
+        (``jax.vmap``)."""
+        xp = self.xp
+
+        def looped(first: Any, *rest: Any) -> Any:
+            return xp.stack([fn(first[i, ...], *rest) for i in range(first.shape[0])])
+
+        return looped
+
+    def synchronize(self, x: Any) -> Any:
+        """Block until the device has computed ``x`` (an array or a tuple of them) and
+        return it, so that a timer stopped afterwards covers the work.
+
+        Default: nothing to wait for (the work ran when it was called); jax waits for
+        its asynchronous dispatch, torch for a CUDA or MPS device."""
+        return x
+
     def eager(self) -> BaseBackend:
-        """This backend with Python ``scan``, ``while_loop`` and a no-op ``jit``.
+        """This backend with Python ``scan``, ``while_loop``, ``vmap`` and a no-op ``jit``.
 
         The arrays and primitives are the same; only the control flow runs op by op, so
         code that cannot be traced (a running cost with Python ``if`` on array values)
         still runs, and compiled results can be checked against it.
         """
-        if type(self).scan is BaseBackend.scan and type(self).jit is BaseBackend.jit:
+        overridden = any(
+            getattr(type(self), name) is not getattr(BaseBackend, name)
+            for name in ("scan", "while_loop", "jit", "vmap")
+        )
+        if not overridden:
             return self
         view = copy.copy(self)
-        view.scan = functools.partial(BaseBackend.scan, view)
-        view.while_loop = functools.partial(BaseBackend.while_loop, view)
-        view.jit = functools.partial(BaseBackend.jit, view)
+        for name in ("scan", "while_loop", "jit", "vmap"):
+            setattr(view, name, functools.partial(getattr(BaseBackend, name), view))
         view.compiled = False
         return view
 

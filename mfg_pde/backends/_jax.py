@@ -50,6 +50,7 @@ class JAXBackend(BaseBackend):
     """``jax.numpy`` arrays on JAX's default device (a GPU when one is visible)."""
 
     name = "jax"
+    fixed_shapes = True
 
     def __init__(self, device: str | Any | None = None) -> None:
         """``device``: None (JAX's default device), a platform name ("cpu", "gpu") or a
@@ -129,6 +130,15 @@ class JAXBackend(BaseBackend):
 
     def jit(self, fn: Callable, **kwargs: Any) -> Callable:
         return jax.jit(fn, **kwargs)
+
+    def vmap(self, fn: Callable) -> Callable:
+        def mapped(first: Any, *rest: Any) -> Any:
+            return jax.vmap(lambda f: fn(f, *rest))(first)
+
+        return mapped
+
+    def synchronize(self, x: Any) -> Any:
+        return jax.block_until_ready(x)
 
     def random_key(self, seed: int) -> Any:
         return jax.random.key(seed)

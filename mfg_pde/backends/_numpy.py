@@ -30,6 +30,7 @@ class NumpyBackend(BaseBackend):
     """NumPy arrays on the CPU; tridiagonal solves by LAPACK ``dgtsv`` or a batched Thomas."""
 
     name = "numpy"
+    is_host_numpy = True
 
     def __init__(self, use_numba: bool | None = None) -> None:
         super().__init__()

@@ -36,6 +36,7 @@ class TorchBackend(BaseBackend):
     """``torch`` tensors on the best device; batched Thomas for tridiagonal systems."""
 
     name = "torch"
+    syncs_cost = True
 
     def __init__(self, device: str | None = None, num_threads: int | None = 1) -> None:
         super().__init__()
@@ -67,6 +68,13 @@ class TorchBackend(BaseBackend):
 
     def _device_kw(self) -> dict:
         return {"device": self._device}
+
+    def synchronize(self, x: Any) -> Any:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        elif self._device.type == "mps":
+            torch.mps.synchronize()
+        return x
 
     def zeros(self, shape) -> Any:
         return torch.zeros(shape, dtype=self._dtype, device=self._device)

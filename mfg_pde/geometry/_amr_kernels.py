@@ -39,7 +39,7 @@ MIN_BUCKET = 64
 
 def padded_length(n: int, backend: BaseBackend) -> int:
     """Length that arrays of ``n`` leaves or pieces are padded to on ``backend``."""
-    if backend.name != "jax":
+    if not backend.fixed_shapes:
         return n
     return max(MIN_BUCKET, 1 << max(0, (n - 1).bit_length()))
 
@@ -293,19 +293,7 @@ class AMRKernels:
 
 def _batched(backend: BaseBackend, fn: Callable) -> Callable:
     """Map ``fn(field, *rest)`` over the leading axis of ``field``."""
-    if backend.name == "jax":
-        import jax  # the backend exists, so jax is already imported
-
-        def mapped(fields, *rest):
-            return jax.vmap(lambda f: fn(f, *rest))(fields)
-
-        return backend.jit(mapped)
-    xp = backend.xp
-
-    def looped(fields, *rest):
-        return xp.stack([fn(fields[b, ...], *rest) for b in range(fields.shape[0])])
-
-    return looped
+    return backend.jit(backend.vmap(fn))
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

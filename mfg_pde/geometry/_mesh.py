@@ -225,7 +225,7 @@ class AdaptiveMesh:
     def _timed(self, name: str, fn: Any, *args: Any) -> Any:
         start = time.perf_counter()
         out = fn(*args)
-        _synchronise(self.backend, out)
+        self.backend.synchronize(out)  # so that timings cover asynchronous devices' work
         entry = self.array_timings.setdefault(name, [0.0, 0])
         entry[0] += time.perf_counter() - start
         entry[1] += 1
@@ -424,13 +424,3 @@ def _fields(solution: Any) -> dict[str, Any]:
             raise ValueError(f"a solution tuple must be (U, M), got {len(solution)} items")
         return {k: v for k, v in zip(("U", "M"), solution, strict=True) if v is not None}
     return {"field": solution}
-
-
-def _synchronise(backend: BaseBackend, out: Any) -> None:
-    """Wait for asynchronous devices so that timings cover the work."""
-    if backend.name == "jax":
-        out.block_until_ready()
-    elif backend.name == "torch" and backend.device.startswith("cuda"):
-        import torch  # the backend exists, so torch is already imported
-
-        torch.cuda.synchronize()

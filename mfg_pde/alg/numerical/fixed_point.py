@@ -217,7 +217,7 @@ class FixedPointIterator:
         self.hjb_solver = hjb_solver
         self.fp_solver = fp_solver
         if backend is None:
-            if hjb_solver.backend.name != fp_solver.backend.name or (
+            if type(hjb_solver.backend) is not type(fp_solver.backend) or (
                 hjb_solver.backend.device != fp_solver.backend.device
             ):
                 raise ValueError(

@@ -111,8 +111,9 @@ class HJBFDMSolver(BaseSolver):
     @property
     def sync_free(self) -> bool:
         """Whether the march runs a fixed Newton count instead of waiting on the device
-        (torch in 1D; a 2D step's Krylov loop checks its residual anyway)."""
-        return self.backend.name == "torch" and self.problem.dim == 1
+        (where a host read costs a sync, :attr:`BaseBackend.syncs_cost`, in 1D; a 2D
+        step's Krylov loop checks its residual anyway)."""
+        return self.backend.syncs_cost and self.problem.dim == 1
 
     def _build(self) -> None:
         self._arrays = self.problem_arrays()

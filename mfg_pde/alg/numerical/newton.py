@@ -382,7 +382,7 @@ class NewtonSolver:
             solver=self.name,
             problem={**p.parameters(), "dx": p.dx, "dt": p.dt},
             warnings=["the Newton iteration ran on the host (NumPy/SciPy)"]
-            if self.backend.name != "numpy"
+            if not self.backend.is_host_numpy
             else [],
             method="newton",
             stages=stages,
