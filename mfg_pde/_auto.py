@@ -43,9 +43,11 @@ def solve_auto(
        continuation in σ) from the iterate with the smallest equation residual so far, at
        most ``newton_iterations`` steps. In 1D a Newton step costs about one Picard
        iteration and converges quadratically near the solution, so once Picard has shown
-       it will not converge in its budget Newton is the fast way on (measured:
-       Newton alone 0.23 s on the congestion hello problem and 0.22 s on the κ = 30
-       wave, where Picard + Anderson + Newton took 2.1 and 4.0 s).
+       it will not converge in its budget Newton is the fast way on (measured,
+       ``benchmarks/newton.py``: on the congestion hello problem and the κ = 30 wave
+       `auto` takes 0.22 and 0.39 s, 10 Picard iterations then 9 and 7 Newton steps,
+       against 0.22 and 0.26 s for Newton alone; running Picard and Anderson for their
+       whole budgets first took 2.1 and 4.0 s).
     3. **anderson** (only when Newton failed): Anderson with adaptive mixing and the
        residual-jump safeguard (:data:`ANDERSON_STAGE`), ``max_iterations`` iterations
        from the best iterate so far, without stall detection (its progress comes in
