@@ -237,6 +237,7 @@ def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
     import jax
 
     from mfg_pde.alg.numerical._base import check_solve_arguments, compiled_program
+    from mfg_pde.alg.numerical._fixed_point_result import fixed_point_result
 
     b, problem = iterator.backend, iterator.problem
     max_iterations = solve_options.get("max_iterations", 100)
@@ -272,7 +273,8 @@ def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
     for i, member in enumerate(members):
         one = jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], state)
         results.append(
-            iterator._result(
+            fixed_point_result(
+                iterator,
                 one,
                 tolerances,
                 max_iterations,

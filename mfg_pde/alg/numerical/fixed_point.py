@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -16,58 +16,22 @@ from mfg_pde.alg.numerical._base import (
     compiled_program,
     initial_iterate,
 )
-from mfg_pde.alg.numerical._residual import make_equation_residual, residual_norms
-from mfg_pde.alg.numerical._stall import STALL_IMPROVEMENT, progress, stall_update
+from mfg_pde.alg.numerical._fixed_point_iteration import (
+    NONFINITE_M,
+    NONFINITE_U,
+    RUNNING,
+    IterationState,
+    default_initial,
+    initial_state,
+    make_iteration,
+)
+from mfg_pde.alg.numerical._fixed_point_result import fixed_point_result
+from mfg_pde.alg.numerical._residual import make_equation_residual
 from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
 from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
 from mfg_pde.backends import BaseBackend, create_backend
-from mfg_pde.utils.anderson_acceleration import AndersonAccelerator
 from mfg_pde.utils.progress import Callback, Progress
-
-#: Values of :attr:`IterationState.status` (STALLED: see ``stall_window``).
-RUNNING, CONVERGED, NONFINITE_U, NONFINITE_M, STALLED = 0, 1, 2, 3, 4
-
-#: Adaptive damping: θ is multiplied by DAMPING_GROW when the fixed-point residual reaches
-#: a new low, and by DAMPING_SHRINK when it exceeds DAMPING_GROWTH times that low or has
-#: not reached a new one for DAMPING_PATIENCE iterations (a cycle); θ stays in
-#: [DAMPING_MIN, thetaUM].
-DAMPING_SHRINK, DAMPING_GROW, DAMPING_GROWTH, DAMPING_PATIENCE, DAMPING_MIN = (
-    0.5,
-    1.1,
-    1.5,
-    5,
-    1e-3,
-)
-
-
-class IterationState(NamedTuple):
-    """Everything a fixed-point iteration carries: fixed shapes, so it compiles."""
-
-    U: Any  # (Nt + 1, Nx) current iterate
-    M: Any
-    k: Any  # () iterations done
-    res_u: Any  # (max_iterations,) relative change of U per iteration
-    res_m: Any
-    res_hjb: Any  # (max_iterations,) max |HJB equation residual| of (Û, M̂)
-    res_fp: Any  # (max_iterations,) max |FP equation residual| of (Û, M̂)
-    theta: Any  # () damping (Anderson mixing) used by the next update
-    last: Any  # () reference residual of adaptive damping (smallest since the last shrink)
-    since: Any  # () iterations since that reference was set
-    status: Any  # () RUNNING, CONVERGED, NONFINITE_U, NONFINITE_M or STALLED
-    newton_failures: Any  # () in the last HJB solve
-    bad: Any  # (Nt + 1, Nx) the non-finite output, kept to locate where it started
-    anderson: Any  # AndersonState or None
-    stall: Any  # StallState or None (no stall_window)
-
-
-class StallState(NamedTuple):
-    """The trend of the progress, for ``stall_window`` (:mod:`._stall`)."""
-
-    low: Any  # () lowest progress so far (new lows by the factor STALL_IMPROVEMENT)
-    lows: Any  # (max_iterations,) the low after each iteration
-    rate: Any  # () contraction rate per iteration over the last window (1: not judged)
-    remaining: Any  # () iterations that rate predicts are still needed (inf: never)
 
 
 class FixedPointIterator:
@@ -96,7 +60,8 @@ class FixedPointIterator:
       a new low, and halved when the residual grows to 1.5 times that low or makes no
       new low for 5 iterations (a cycle, the usual failure of Picard on hard problems);
       it stays in ``[1e-3, thetaUM]`` (:data:`DAMPING_SHRINK`, :data:`DAMPING_GROW`,
-      :data:`DAMPING_GROWTH`, :data:`DAMPING_PATIENCE`, :data:`DAMPING_MIN`). With
+      :data:`DAMPING_GROWTH`, :data:`DAMPING_PATIENCE`, :data:`DAMPING_MIN` in
+      :mod:`~mfg_pde.alg.numerical._fixed_point_iteration`). With
       Anderson it adapts the mixing parameter the same way.
     * ``anderson_safeguard=ρ``: the Anderson history is cleared when the residual grows
       by more than the factor ρ (> 1) in one step, and the step taken then is the damped
@@ -345,110 +310,11 @@ class FixedPointIterator:
             finally:
                 progress.close()
         timings["total"] = time.perf_counter() - start
-        return self._result(state, tolerances, max_iterations, timings, notes, stopped=stopped)
-
-    # -- the iteration, written once ----------------------------------------------------
-    def _iteration(
-        self, backend: BaseBackend, hjb: Any, fp: Any, residual: Any, max_iterations: int
-    ):
-        """``(arrays, tolerances, state) -> state``: one fixed-point iteration, pure.
-
-        ``hjb(arrays, M, U_guess) -> (U, newton_failures)`` and ``fp(arrays, U) -> M``
-        are the marches, ``residual(arrays, U, M) -> (F, G)`` the discrete equations;
-        the same function is the body of the compiled while_loop and of the host loop.
-        ``tolerances`` is ``(tolerance, equation_tolerance)``.
-        """
-        xp = backend.xp
-        accelerator = self._accelerator(backend)
-        u_only = self.anderson_on_u_only
-        adaptive = self.adaptive_damping
-        theta_max = self.anderson_mixing if self.use_anderson and self.anderson_mixing else None
-        theta_max = self.thetaUM if theta_max is None else theta_max
-        slots = xp.arange(max_iterations, **backend._device_kw())
-        window = self.stall_window
-
-        def iteration(arrays: dict, tolerances: Any, s: IterationState) -> IterationState:
-            tolerance, equation_tolerance = tolerances
-            U_hat, failures = hjb(arrays, s.M, s.U)
-            M_hat = fp(arrays, U_hat)
-            bad_u = ~xp.all(xp.isfinite(U_hat))
-            bad_m = ~xp.all(xp.isfinite(M_hat))
-            ru = _relative_change(xp, U_hat, s.U)
-            rm = _relative_change(xp, M_hat, s.M)
-            rh, rf = residual_norms(xp, *residual(arrays, U_hat, M_hat))
-            converged = (
-                (ru < tolerance)
-                & (rm < tolerance)
-                & (rh <= equation_tolerance)
-                & (rf <= equation_tolerance)
-            )
-            status = xp.where(
-                bad_u,
-                NONFINITE_U,
-                xp.where(bad_m, NONFINITE_M, xp.where(converged, CONVERGED, RUNNING)),
-            )
-            stall = s.stall
-            if window is not None:
-                p = progress(xp, ru, rm, rh, rf, tolerances)
-                stalled, *trend = stall_update(xp, window, max_iterations, slots, s.k, p, stall)
-                status = xp.where((status == RUNNING) & stalled, STALLED, status)
-                stall = StallState(*trend)
-            current = xp.sqrt(ru * ru + rm * rm)
-            theta = theta_max  # a Python float unless it adapts: the default path unchanged
-            best, since = s.last, s.since
-            if adaptive:  # the step taken now already uses the adapted θ
-                fell = current < s.last
-                worse = (current > DAMPING_GROWTH * s.last) | (s.since + 1 >= DAMPING_PATIENCE)
-                shrink = worse & ~fell
-                theta = xp.where(
-                    shrink,
-                    xp.maximum(s.theta * DAMPING_SHRINK, DAMPING_MIN),
-                    xp.where(fell, xp.minimum(s.theta * DAMPING_GROW, theta_max), s.theta),
-                )
-                best = xp.where(shrink | fell, current, s.last)
-                since = xp.where(shrink | fell, 0, s.since + 1)
-            if accelerator is None:
-                U_next = theta * U_hat + (1 - theta) * s.U
-                M_next = theta * M_hat + (1 - theta) * s.M
-                anderson = s.anderson
-            else:
-                U_next, M_next, anderson = _anderson_update(
-                    xp, accelerator, u_only, theta, s, U_hat, M_hat, adaptive
-                )
-            keep = bad_u | bad_m  # the last finite iterate is the answer
-            record = ~keep
-            here = (slots == s.k) & record
-            return IterationState(
-                U=xp.where(keep, s.U, xp.where(converged, U_hat, U_next)),
-                M=xp.where(keep, s.M, xp.where(converged, M_hat, M_next)),
-                k=s.k + 1,
-                res_u=xp.where(here, ru, s.res_u),
-                res_m=xp.where(here, rm, s.res_m),
-                res_hjb=xp.where(here, rh, s.res_hjb),
-                res_fp=xp.where(here, rf, s.res_fp),
-                theta=theta + 0.0 * s.theta,
-                last=best,
-                since=since,
-                status=status,
-                newton_failures=failures,
-                bad=xp.where(bad_u, U_hat, M_hat),
-                anderson=anderson,
-                stall=stall,
-            )
-
-        return iteration
-
-    def _accelerator(self, backend: BaseBackend) -> AndersonAccelerator | None:
-        if not self.use_anderson:
-            return None
-        return AndersonAccelerator(
-            backend,
-            depth=self.anderson_depth,
-            beta=self.thetaUM if self.anderson_mixing is None else self.anderson_mixing,
-            restart=self.anderson_restart,
-            safeguard=self.anderson_safeguard,
+        return fixed_point_result(
+            self, state, tolerances, max_iterations, timings, notes, stopped=stopped
         )
 
+    # -- the iteration, written once ----------------------------------------------------
     def _checked_initial(self, initial: Any) -> tuple[Any, Any]:
         """``initial`` as backend arrays with the fixed end levels (see :meth:`solve`)."""
         U, M = initial_iterate(self.problem, self.backend, initial)
@@ -456,54 +322,6 @@ class FixedPointIterator:
             if not np.isfinite(v).all():
                 raise ValueError(f"initial {name} has non-finite values")
         return self.backend.from_numpy(U), self.backend.from_numpy(M)
-
-    def _default_initial(self, backend: BaseBackend, arrays: dict) -> tuple[Any, Any]:
-        """``U = g`` and ``M = m0`` at every level."""
-        xp, p = backend.xp, self.problem
-        U = xp.broadcast_to(arrays["g"][None, ...], p.shape) + 0.0
-        M = xp.broadcast_to(arrays["m0"][None, ...], p.shape) + 0.0
-        return U, M
-
-    def _initial_state(self, backend: BaseBackend, arrays: dict, max_iterations: int):
-        xp, p = backend.xp, self.problem
-        U, M = arrays["initial"] if "initial" in arrays else self._default_initial(backend, arrays)
-        dev = backend._device_kw()
-        accelerator = self._accelerator(backend)
-        anderson = None
-        if accelerator is not None:
-            size = math.prod(p.shape)
-            anderson = accelerator.init(size if self.anderson_on_u_only else 2 * size)
-        stall = None
-        if self.stall_window is not None:
-            stall = StallState(
-                low=xp.asarray(math.inf, dtype=backend.dtype, **dev),
-                lows=backend.zeros((max_iterations,)),
-                rate=xp.asarray(1.0, dtype=backend.dtype, **dev),
-                remaining=xp.asarray(math.inf, dtype=backend.dtype, **dev),
-            )
-        return IterationState(
-            U=U,
-            M=M,
-            k=xp.asarray(0, **dev),
-            res_u=backend.zeros((max_iterations,)),
-            res_m=backend.zeros((max_iterations,)),
-            res_hjb=backend.zeros((max_iterations,)),
-            res_fp=backend.zeros((max_iterations,)),
-            theta=xp.asarray(
-                self.anderson_mixing
-                if self.use_anderson and self.anderson_mixing is not None
-                else self.thetaUM,
-                dtype=backend.dtype,
-                **dev,
-            ),
-            last=xp.asarray(math.inf, dtype=backend.dtype, **dev),
-            since=xp.asarray(0, **dev),
-            status=xp.asarray(RUNNING, **dev),
-            newton_failures=xp.asarray(0, **dev),
-            bad=xp.zeros_like(U),
-            anderson=anderson,
-            stall=stall,
-        )
 
     # -- the two ways to run it ---------------------------------------------------------
     def _solve_compiled(
@@ -554,10 +372,12 @@ class FixedPointIterator:
             march = hjb.make_march()
             hjb_march = lambda arrays, M, U: march(arrays, M, U)[:2]  # noqa: E731
             residual = make_equation_residual(b, p.running_cost, _periodic(p))
-            iteration = self._iteration(b, hjb_march, fp.make_march(), residual, max_iterations)
+            iteration = make_iteration(
+                self, b, hjb_march, fp.make_march(), residual, max_iterations
+            )
 
             def run(arrays: dict, tolerance: Any, equation_tolerance: Any) -> IterationState:
-                state = self._initial_state(b, arrays, max_iterations)
+                state = initial_state(self, b, arrays, max_iterations)
                 return b.while_loop(
                     lambda s: (s.k < max_iterations) & (s.status == RUNNING),
                     lambda s: iteration(arrays, (tolerance, equation_tolerance), s),
@@ -574,7 +394,7 @@ class FixedPointIterator:
         start = time.perf_counter()
         arrays = self.hjb_solver.problem_arrays()
         if with_initial:  # the default start stands in for the caller's
-            arrays["initial"] = self._default_initial(b, arrays)
+            arrays["initial"] = default_initial(self, b, arrays)
         b.to_numpy(program(arrays, math.inf, math.inf).k)
         return program, time.perf_counter() - start
 
@@ -618,10 +438,10 @@ class FixedPointIterator:
             ),
             lambda: make_equation_residual(b, p.running_cost, _periodic(p)),
         )
-        iteration = self._iteration(b, hjb_march, fp_march, residual, max_iterations)
+        iteration = make_iteration(self, b, hjb_march, fp_march, residual, max_iterations)
         if initial is not None:
             arrays = {**arrays, "initial": initial}
-        state = self._initial_state(b, arrays, max_iterations)
+        state = initial_state(self, b, arrays, max_iterations)
         for k in range(max_iterations):
             t0 = time.perf_counter()
             state = iteration(arrays, tolerances, state)
@@ -643,103 +463,6 @@ class FixedPointIterator:
                 break
         return state, None
 
-    def _result(
-        self, state, tolerances, max_iterations, timings, notes, problem=None, stopped=None
-    ):
-        """The :class:`MFGResult` of a final state (``problem``: a batch member's;
-        ``stopped``: why a callback ended the solve)."""
-        b = self.backend
-        p = self.problem if problem is None else problem
-        status = int(b.to_numpy(state.status))
-        k = int(b.to_numpy(state.k))
-        recorded = k - (1 if status in (NONFINITE_U, NONFINITE_M) else 0)
-        converged = status == CONVERGED
-        if converged:
-            tolerance, equation_tolerance = tolerances
-            reason = f"both residuals below tolerance={tolerance:g}"
-            if math.isfinite(equation_tolerance):
-                reason += f" and equation residuals below {equation_tolerance:g}"
-        elif status == RUNNING:
-            reason = stopped or f"reached max_iterations={max_iterations}"
-        elif status == STALLED:
-            reason = self._stall_reason(state.stall, k, max_iterations)
-        else:
-            where = "U (HJB solve)" if status == NONFINITE_U else "M (FP solve)"
-            n, i = _nonfinite_origin(b.to_numpy(state.bad), backward=status == NONFINITE_U)
-            reason = (
-                f"non-finite values in {where} at iteration {k}, time index {n} "
-                f"(t={p.t[n]:.4g}), grid index {i} ({p._where(i)}); returning the last "
-                "finite iterate"
-            )
-        newton_failures = int(b.to_numpy(state.newton_failures))
-        if newton_failures and status not in (NONFINITE_U, NONFINITE_M):
-            notes.append(
-                f"HJB Newton hit its iteration cap on {newton_failures} time steps in the "
-                "last solve"
-            )
-        return MFGResult(
-            U=b.to_numpy(state.U).copy(),
-            M=b.to_numpy(state.M).copy(),
-            x=p.x.copy(),
-            y=p.y.copy() if p.dim == 2 else None,
-            t=p.t.copy(),
-            converged=converged,
-            iterations=recorded,
-            residuals={
-                "U": b.to_numpy(state.res_u)[:recorded].copy(),
-                "M": b.to_numpy(state.res_m)[:recorded].copy(),
-                "hjb": b.to_numpy(state.res_hjb)[:recorded].copy(),
-                "fp": b.to_numpy(state.res_fp)[:recorded].copy(),
-            },
-            reason=reason,
-            backend=b.name,
-            device=b.device,
-            timings=timings,
-            solver=self.name,
-            problem={
-                **p.parameters(),
-                "dx": p.dx,
-                **({"dy": p.dy} if p.dim == 2 else {}),
-                "dt": p.dt,
-            },
-            warnings=notes,
-            method=self.method,
-        )
-
-    def _stall_reason(self, stall: StallState, k: int, max_iterations: int) -> str:
-        b, w = self.backend, self.stall_window
-        low, rate, remaining = (
-            float(b.to_numpy(v)) for v in (stall.low, stall.rate, stall.remaining)
-        )
-        if rate >= 1:
-            trend = f"made no new low (by {1 - STALL_IMPROVEMENT:.0%}) in the last {w}"
-            more = "it cycles or stagnates"
-        else:
-            trend = f"contracted by {rate:.3g} per iteration over the last {w}"
-            more = f"at that rate it needs about {remaining:.0f} more, beyond {max_iterations}"
-        return (
-            f"stalled after {k} iterations: the residual, {low:.3g} times the tolerance at "
-            f"its lowest, {trend}; {more}"
-        )
-
-
-def _anderson_update(xp, accelerator, u_only, theta, s, U_hat, M_hat, adaptive=False):
-    shape = U_hat.shape
-    beta = theta if adaptive else None  # None: the accelerator's own (fixed) mixing
-    if u_only:
-        U_next, anderson = accelerator.step(
-            s.anderson, xp.reshape(s.U, (-1,)), xp.reshape(U_hat, (-1,)), beta
-        )
-        return xp.reshape(U_next, shape), theta * M_hat + (1 - theta) * s.M, anderson
-    size = math.prod(shape)
-    stacked, anderson = accelerator.step(
-        s.anderson,
-        xp.concat([xp.reshape(s.U, (-1,)), xp.reshape(s.M, (-1,))]),
-        xp.concat([xp.reshape(U_hat, (-1,)), xp.reshape(M_hat, (-1,))]),
-        beta,
-    )
-    return xp.reshape(stacked[:size], shape), xp.reshape(stacked[size:], shape), anderson
-
 
 def _eager_copy(solver: Any, backend: BaseBackend) -> Any:
     """A copy of ``solver`` on the eager view of its backend (the original is untouched)."""
@@ -750,23 +473,6 @@ def _eager_copy(solver: Any, backend: BaseBackend) -> Any:
     return clone
 
 
-def _relative_change(xp: Any, new: Any, old: Any) -> Any:
-    diff = xp.sqrt(xp.sum((new - old) ** 2))
-    return diff / xp.maximum(xp.sqrt(xp.sum(new**2)), 1e-300)
-
-
 def _periodic(problem: Any) -> Any:
     """The ``periodic`` argument of the marches: a bool in 1D, a pair in 2D."""
     return problem.periodic if problem.dim == 2 else problem.boundary == "periodic"
-
-
-def _nonfinite_origin(arr: np.ndarray, backward: bool) -> tuple[int, int]:
-    """(time index, flat grid index) where a march first produced NaN/inf.
-
-    A forward march's first bad level is the earliest, a backward one's the latest.
-    """
-    flat = arr.reshape(arr.shape[0], -1)
-    bad = np.argwhere(~np.isfinite(flat))
-    level = bad[:, 0].max() if backward else bad[:, 0].min()
-    n, i = bad[bad[:, 0] == level][0]
-    return int(n), int(i)
