@@ -12,6 +12,7 @@ import pytest
 
 from mfg_pde import MFGProblem, solve_mfg, solve_mfg_batch
 from mfg_pde.alg.numerical import FixedPointIterator, FPFDMSolver, HJBFDMSolver
+from mfg_pde.backends import BaseBackend
 from mfg_pde.problems import hello_example
 
 
@@ -229,15 +230,15 @@ def test_cost_parameters_are_checked_and_replaced():
 
 @pytest.mark.parametrize("backend", ["torch"], indirect=True)
 def test_torch_gpu_tridiagonal_path_runs_on_the_cpu_too(backend):
-    """Parallel cyclic reduction is what torch uses on a GPU; CI has none, so it is
-    checked here on the CPU against LAPACK (the CPU path)."""
+    """Parallel cyclic reduction (BaseBackend's default) is what torch uses on a GPU;
+    CI has none, so it is checked here on the CPU against LAPACK (the CPU path)."""
     rng = np.random.default_rng(3)
     shape = (4, 101)
     lower, upper = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
     diag = np.abs(lower) + np.abs(upper) + rng.uniform(1, 2, shape)
     rhs = rng.normal(size=shape)
     args = [backend.from_numpy(a) for a in (lower, diag, upper, rhs)]
-    pcr = backend.to_numpy(backend._solve_tridiagonal_pcr(*args))
+    pcr = backend.to_numpy(BaseBackend.solve_tridiagonal(backend, *args))
     lapack = backend.to_numpy(backend.solve_tridiagonal(*args))
     np.testing.assert_allclose(pcr, lapack, rtol=0, atol=1e-12 * np.abs(lapack).max())
 

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from mfg_pde.backends._base import CAPABILITIES, BaseBackend
@@ -21,6 +22,7 @@ __all__ = [
     "CAPABILITIES",
     "available_backends",
     "create_backend",
+    "register_backend",
 ]
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ _REGISTRY: dict[str, tuple[str, str, str, str]] = {
     "jax": ("mfg_pde.backends._jax", "JAXBackend", "jax", "jax"),
     "torch": ("mfg_pde.backends._torch", "TorchBackend", "torch", "torch"),
 }
+
+#: Backends added by :func:`register_backend`: name -> a callable returning an instance.
+_REGISTERED: dict[str, Callable[[], BaseBackend]] = {}
 
 #: Auto-selection order. numba is never auto-selected: it is an explicit choice.
 AUTO_ORDER = ("torch", "jax", "numpy")
@@ -49,7 +54,34 @@ def _is_installed(library: str) -> bool:
     return importlib.util.find_spec(library) is not None
 
 
+def register_backend(name: str, factory: Callable[[], BaseBackend]) -> None:
+    """Make ``create_backend(name)`` (and ``backend=name`` everywhere) call ``factory()``.
+
+    ``factory`` is a :class:`BaseBackend` subclass or any callable returning an instance;
+    it is called each time the backend is created. Registered backends are never chosen
+    automatically, and the four built-in names cannot be replaced. This is how a new
+    array library plugs in without changing mfg_pde (docs/backends.md, "Adding a
+    backend"; ``tests/strict_backend.py`` registers one built on ``array-api-strict``).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a backend name must be a non-empty string, got {name!r}")
+    key = name.strip().lower()
+    if key in _REGISTRY:
+        raise ValueError(f"{key!r} is a built-in backend and cannot be registered again")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable, got {type(factory).__name__}")
+    _REGISTERED[key] = factory
+
+
 def _instantiate(name: str) -> BaseBackend:
+    if name in _REGISTERED:
+        instance = _REGISTERED[name]()
+        if not isinstance(instance, BaseBackend):
+            raise TypeError(
+                f"the factory registered as {name!r} returned {type(instance).__name__}, "
+                "not a BaseBackend"
+            )
+        return instance
     module, cls, library, extra = _REGISTRY[name]
     if not _is_installed(library):
         raise BackendNotAvailableError(
@@ -68,10 +100,9 @@ def _instantiate(name: str) -> BaseBackend:
 
 def _check_name(name: str) -> str:
     key = name.strip().lower()
-    if key not in _REGISTRY:
-        raise ValueError(
-            f"unknown backend {name!r}; valid names: {', '.join(_REGISTRY)} (or None for automatic)"
-        )
+    if key not in _REGISTRY and key not in _REGISTERED:
+        valid = ", ".join([*_REGISTRY, *_REGISTERED])
+        raise ValueError(f"unknown backend {name!r}; valid names: {valid} (or None for automatic)")
     return key
 
 
@@ -81,7 +112,8 @@ def create_backend(backend: str | BaseBackend | None = None) -> BaseBackend:
     Parameters
     ----------
     backend : str, BaseBackend or None
-        A name ("numpy", "numba", "jax", "torch"), an instance (returned as is), or
+        A name ("numpy", "numba", "jax", "torch", or one given to :func:`register_backend`),
+        an instance (returned as is), or
         None for automatic selection: ``$MFG_PDE_BACKEND`` if set, else the first
         installed of torch > jax > numpy. The choice is logged at INFO.
 

@@ -211,14 +211,56 @@ class BaseBackend(abc.ABC):
         return hi - xp.abs((2.0 * length) * (y - xp.floor(y)) - length)
 
     # -- linear algebra -------------------------------------------------------------
-    @abc.abstractmethod
     def solve_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
         """Solve tridiagonal systems, batched over leading axes.
 
         Row ``i`` reads ``lower[i]*x[i-1] + diag[i]*x[i] + upper[i]*x[i+1] = rhs[i]``;
         ``lower[..., 0]`` and ``upper[..., -1]`` are ignored (LAPACK gtsv convention).
         All four arguments have the same shape ``(..., n)``.
+
+        The Array API has no tridiagonal solve, so this is the hook a new backend
+        implements with its library's own (numpy: LAPACK ``dgtsv``; jax: a compiled
+        Thomas scan). The default is parallel cyclic reduction on the namespace:
+        ``ceil(log2 n)`` levels of about 15 vectorised operations, each level
+        eliminating the couplings at twice the distance of the last; stable without
+        pivoting for the diagonally dominant systems the schemes produce. Torch runs it
+        on a GPU.
         """
+        xp = self.xp
+        lower, diag, upper, rhs = xp.broadcast_arrays(lower, diag, upper, rhs)
+        n = int(diag.shape[-1])
+        zero = xp.zeros_like(diag[..., :1])
+        # Rows a, b, c, d of one stacked array, so that each level shifts once per side.
+        abcd = xp.stack(
+            [
+                xp.concat([zero, lower[..., 1:]], axis=-1),
+                diag,
+                xp.concat([upper[..., :-1], zero], axis=-1),
+                rhs,
+            ]
+        )
+        # Rows out of range read as the identity equation 1 * x = 0.
+        zeros = xp.zeros_like(diag)
+        identity = xp.stack([zeros, zeros + 1.0, zeros, zeros])
+        stride = 1
+        while stride < n:
+            fill = identity[..., :stride]
+            a_lo, b_lo, c_lo, d_lo = xp.unstack(xp.concat([fill, abcd[..., : n - stride]], axis=-1))
+            a_hi, b_hi, c_hi, d_hi = xp.unstack(xp.concat([abcd[..., stride:], fill], axis=-1))
+            a, b, c, d = xp.unstack(abcd)
+            alpha = -a / b_lo  # eliminates x[i - stride] with row i - stride
+            gamma = -c / b_hi  # eliminates x[i + stride] with row i + stride
+            abcd = xp.stack(
+                [
+                    alpha * a_lo,
+                    b + alpha * c_lo + gamma * a_hi,
+                    gamma * c_hi,
+                    d + alpha * d_lo + gamma * d_hi,
+                ]
+            )
+            stride *= 2
+        _, b, _, d = xp.unstack(abcd)
+        return d / b
 
     def factor_tridiagonal(self, lower: Any, diag: Any, upper: Any) -> Callable[[Any], Any]:
         """``rhs -> x`` solving the (batched) systems of :meth:`solve_tridiagonal`, for
@@ -282,8 +324,8 @@ class BaseBackend(abc.ABC):
         out: list[Any] = [None] * levels
         previous = None
         for k in reversed(range(levels)) if reverse else range(levels):
-            r = rhs[k] if previous is None else rhs[k] + coupling * previous
-            out[k] = previous = solve(lower[k], diag[k], upper[k], r)
+            r = rhs[k, ...] if previous is None else rhs[k, ...] + coupling * previous
+            out[k] = previous = solve(lower[k, ...], diag[k, ...], upper[k, ...], r)
         return self.xp.stack(out)
 
     def solve_cyclic_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
@@ -308,12 +350,42 @@ class BaseBackend(abc.ABC):
         return y - z * (vy / (1.0 + vz))
 
     # -- scatter, density estimation ------------------------------------------------------
-    @abc.abstractmethod
     def scatter_add(self, target: Any, indices: Any, values: Any) -> Any:
         """Return a copy of 1D ``target`` with ``values`` added at integer ``indices``.
 
         Repeated indices accumulate. ``target`` itself is not modified.
+
+        The Array API has no scatter, so this is a hook a new backend implements with
+        its library's own (``np.add.at``, ``.at[].add``, ``index_add``). The default is
+        a segmented sum on the namespace: sort the values by index, add within runs of
+        equal indices by doubling (Hillis-Steele: ``ceil(log2 r)`` vectorised steps for
+        runs of at most ``r`` values), and read each run's last partial sum at the
+        position ``searchsorted`` finds. Each sum carries the round-off of a pairwise
+        sum of its own values only (about ``log2(r) * eps`` relative), and the one host
+        read (``r``) happens once per call.
         """
+        xp = self.xp
+        n = int(target.shape[0])
+        indices = xp.reshape(indices, (-1,))
+        values = xp.reshape(xp.astype(values, target.dtype), (-1,))
+        count = int(indices.shape[0])
+        if count == 0 or n == 0:
+            return target + 0.0
+        order = xp.argsort(indices, stable=True)
+        keys = xp.take(indices, order)
+        sums = xp.take(values, order)
+        bins = xp.arange(n, dtype=keys.dtype, **self._device_kw())
+        first = xp.searchsorted(keys, bins, side="left")
+        last = xp.searchsorted(keys, bins, side="right")
+        longest = int(xp.max(last - first))
+        shift = 1
+        while shift < longest:
+            same = keys[shift:] == keys[:-shift]
+            step = xp.where(same, sums[:-shift], 0.0)
+            sums = xp.concat([sums[:shift], sums[shift:] + step])
+            shift *= 2
+        at_end = xp.take(sums, xp.clip(last - 1, 0, count - 1))
+        return target + xp.where(last > first, at_end, 0.0)
 
     def gaussian_kde(
         self,
@@ -688,5 +760,5 @@ def _leading_length(xs: Any, length: int | None) -> int:
 def _index_tree(xs: Any, k: int) -> Any:
     """``xs[k]`` for an array or a tuple of arrays; None entries stay None (as in JAX)."""
     if isinstance(xs, tuple):
-        return tuple(None if x is None else x[k] for x in xs)
-    return xs[k]
+        return tuple(None if x is None else x[k, ...] for x in xs)
+    return xs[k, ...]
