@@ -96,11 +96,10 @@ def make_iteration(
             & (rh <= equation_tolerance)
             & (rf <= equation_tolerance)
         )
-        status = xp.where(
-            bad_u,
-            NONFINITE_U,
-            xp.where(bad_m, NONFINITE_M, xp.where(converged, CONVERGED, RUNNING)),
-        )
+        status = xp.full_like(s.status, RUNNING)  # the Array API's where takes an array
+        status = xp.where(converged, CONVERGED, status)
+        status = xp.where(bad_m, NONFINITE_M, status)
+        status = xp.where(bad_u, NONFINITE_U, status)
         stall = s.stall
         if window is not None:
             p = progress(xp, ru, rm, rh, rf, tolerances)

@@ -45,7 +45,7 @@ def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: An
                 zero + running_cost(*coords, inputs[0], inputs[1], **cost),
             ),
             0.0,
-            (M[1:], arrays["t"][1:]),
+            (M[1:, ...], arrays["t"][1:]),
         )
         return f
 
@@ -54,10 +54,12 @@ def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: An
         def residual_2d(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
             c = arrays["c"]
             f = running_costs(arrays, M)
-            hamiltonian, diffusion, lines = g2.hjb_terms(xp, U[:-1], c, arrays["counts"], periodic)
-            F = (U[:-1] - U[1:]) / c.dt - diffusion + hamiltonian - f
+            hamiltonian, diffusion, lines = g2.hjb_terms(
+                xp, U[:-1, ...], c, arrays["counts"], periodic
+            )
+            F = (U[:-1, ...] - U[1:, ...]) / c.dt - diffusion + hamiltonian - f
             transposed = g2.transpose_lines(xp, lines)
-            G = g2.apply(xp, 1.0 / c.dt, transposed, periodic, M[1:]) - M[:-1] / c.dt
+            G = g2.apply(xp, 1.0 / c.dt, transposed, periodic, M[1:, ...]) - M[:-1, ...] / c.dt
             return F, G
 
         return _in_time_blocks(b, residual_2d)
@@ -65,13 +67,13 @@ def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: An
     def residual(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
         c = arrays["c"]
         f = running_costs(arrays, M)
-        a, bb, d = st.upwind_derivatives(xp, U[:-1], c, periodic)
+        a, bb, d = st.upwind_derivatives(xp, U[:-1, ...], c, periodic)
         hamiltonian = (0.5 * c.control_cost) * (a * a + bb * bb)
         diffusion = (c.nu / c.dx) * (d[..., 1:] - d[..., :-1])
-        F = (U[:-1] - U[1:]) / c.dt - diffusion + hamiltonian - f
+        F = (U[:-1, ...] - U[1:, ...]) / c.dt - diffusion + hamiltonian - f
         diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * arrays["counts"]
         lower, diag, upper = st.transpose(xp, *st.hjb_jacobian_from_slopes(a, bb, diag0, c))
-        G = st.tridiagonal_matvec(xp, lower, diag, upper, M[1:], periodic) - M[:-1] / c.dt
+        G = st.tridiagonal_matvec(xp, lower, diag, upper, M[1:, ...], periodic) - M[:-1, ...] / c.dt
         return F, G
 
     return _in_time_blocks(b, residual)
@@ -106,8 +108,8 @@ def _in_time_blocks(backend: BaseBackend, residual: Any) -> Any:
         parts = [
             residual(
                 {**arrays, "t": arrays["t"][start : start + block + 1]},
-                U[start : start + block + 1],
-                M[start : start + block + 1],
+                U[start : start + block + 1, ...],
+                M[start : start + block + 1, ...],
             )
             for start in range(0, levels, block)
         ]

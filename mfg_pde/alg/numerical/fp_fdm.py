@@ -110,7 +110,7 @@ def make_fp_march(backend: BaseBackend, periodic: bool):
     def march(arrays: dict, U: Any) -> Any:
         c = arrays["c"]
         diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * arrays["counts"]
-        a, bb, _ = st.upwind_derivatives(xp, U[:-1], c, periodic)
+        a, bb, _ = st.upwind_derivatives(xp, U[:-1, ...], c, periodic)
         matrices = st.transpose(xp, *st.hjb_jacobian_from_slopes(a, bb, diag0, c))
 
         def time_step(m, matrix):

@@ -290,9 +290,9 @@ def _backward_inputs(xp: Any, arrays: dict, M: Any, U_guess: Any) -> tuple:
     ``t_{n+1}``, and the guesses ``U_guess^n``, ``U_guess^{n+1}`` (None without a guess)."""
     guesses = guesses_next = None
     if U_guess is not None:
-        guesses = xp.flip(U_guess[:-1], axis=0)
-        guesses_next = xp.flip(U_guess[1:], axis=0)
-    return (xp.flip(M[1:], axis=0), xp.flip(arrays["t"][1:], axis=0), guesses, guesses_next)
+        guesses = xp.flip(U_guess[:-1, ...], axis=0)
+        guesses_next = xp.flip(U_guess[1:, ...], axis=0)
+    return (xp.flip(M[1:, ...], axis=0), xp.flip(arrays["t"][1:], axis=0), guesses, guesses_next)
 
 
 def _newton_counters(backend: BaseBackend) -> tuple:
