@@ -7,13 +7,12 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
-from mfg_pde.alg.numerical import _stencils as st
 from mfg_pde.alg.numerical._base import check_solve_arguments, initial_iterate, problem_arrays
-from mfg_pde.alg.numerical._coupling import coupling_jacobian
+from mfg_pde.alg.numerical._newton_jacobian import linearisation, packed
+from mfg_pde.alg.numerical._newton_linear import linear_step
 from mfg_pde.alg.numerical._residual import make_equation_residual
 from mfg_pde.backends import BaseBackend, create_backend
 from mfg_pde.utils.progress import Callback, Progress
@@ -184,93 +183,10 @@ class NewtonSolver:
         return self._packed(self._linearisation(U, M)[0])
 
     def _packed(self, blocks: list) -> sp.csc_matrix:
-        """The block Jacobian of :meth:`_linearisation` in the level-by-level ordering."""
-        Nt, Nx = self.problem.Nt, self.problem.Nx
-        # Row/column k of the block matrix [[UU, UM], [MU, MM]] is (kind, level, node);
-        # the packed ordering puts kind inside level: (level, kind, node).
-        kind, level, node = np.unravel_index(np.arange(2 * Nt * Nx), (2, Nt, Nx))
-        packed = np.empty(2 * Nt * Nx, dtype=np.int64)
-        packed[((2 * level + kind) * Nx + node)] = np.arange(2 * Nt * Nx)
-        J = sp.bmat(blocks, format="csr")
-        return J[packed][:, packed].tocsc()
+        return packed(self.problem, blocks)
 
     def _linearisation(self, U: np.ndarray, M: np.ndarray) -> tuple[list, dict]:
-        """The Jacobian as sparse blocks ``[[dF/dU, dF/dM], [dG/dU, dG/dM]]`` (unknowns
-        numbered ``level * Nx + node`` within each block), and the per-level tridiagonal
-        matrices of the diagonal blocks for the marches of the preconditioner:
-        ``"hjb"`` the ``(lower, diag, upper)`` of ``dF_n/dU^n`` and ``"fp"`` of
-        ``dG_n/dM^{n+1}``, arrays ``(Nt, Nx)``."""
-        p = self.problem
-        Nt, Nx = p.Nt, p.Nx
-        periodic = p.boundary == "periodic"
-        c = st.scheme_constants(p)
-        a, bb, d = st.upwind_derivatives(np, U[:-1], c, periodic)
-        diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * self._arrays["counts"]
-        hjb = tuple(np.array(v) for v in st.hjb_jacobian_from_slopes(a, bb, diag0, c))
-        fp = st.transpose(np, *hjb)
-        size = Nt * Nx
-        levels = np.arange(Nt)[:, None]
-        nodes = np.arange(Nx)[None, :]
-        here = levels * Nx + nodes
-        left, right = levels * Nx + (nodes - 1) % Nx, levels * Nx + (nodes + 1) % Nx
-        inner_l = np.ones(Nx, bool) if periodic else nodes[0] > 0
-        inner_r = np.ones(Nx, bool) if periodic else nodes[0] < Nx - 1
-
-        def matrix(*entries):
-            rows, cols, vals = zip(
-                *(
-                    (r.ravel(), k.ravel(), v.ravel())
-                    for r, k, v in (np.broadcast_arrays(*e) for e in entries)
-                ),
-                strict=True,
-            )
-            coo = (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols)))
-            return sp.csr_matrix(coo, shape=(size, size))
-
-        def march_block(lo, di, up, previous):
-            """Tridiagonal (cyclic when periodic) per level, -I/dt to ``previous``."""
-            return matrix(
-                (here, here, di),
-                (here[:, inner_l], left[:, inner_l], lo[:, inner_l]),
-                (here[:, inner_r], right[:, inner_r], up[:, inner_r]),
-                (here[previous[0]], here[previous[1]], -1.0 / c.dt),
-            )
-
-        # dF_n/dU^n tridiagonal, dF_n/dU^{n+1} = -I/dt (U^{Nt} = g is fixed);
-        # dG_n/dM^{n+1} its transpose, dG_n/dM^n = -I/dt (M^0 = m0 is fixed).
-        uu = march_block(*hjb, (slice(None, -1), slice(1, None)))
-        mm = march_block(*fp, (slice(1, None), slice(None, -1)))
-        # dF_n/dM^{n+1} = -∂f/∂m at M^{n+1}.
-        df = coupling_jacobian(p, M[1:])
-        if df.ndim == 2:  # local coupling: diagonal blocks
-            um = matrix((here, here, -df))
-        else:
-            um = matrix((here[:, :, None], here[:, None, :], -df))
-        # dG_n/dU^n: edge e joins nodes e-1 and e (slope d[e]); its weight is
-        # (M_{e-1} 1[d_e < 0] + M_e 1[d_e > 0]) / (λ dx²). Edge Nx wraps (periodic) or
-        # is the ghost edge of a no-flux wall (slope 0, weight 0).
-        m = M[1:]
-        edges = np.arange(1, Nx + 1)
-        lnode, rnode = edges - 1, edges % Nx
-        slope = d[:, edges]
-        weight = (m[:, lnode] * (slope < 0) + m[:, rnode] * (slope > 0)) / (
-            c.control_cost * c.dx * c.dx
-        )
-        if not periodic:
-            weight = weight[:, :-1]
-            lnode, rnode = lnode[:-1], rnode[:-1]
-        base = levels * Nx
-        mu = matrix(
-            *(
-                entry
-                for a_node, b_node in ((lnode, rnode), (rnode, lnode))
-                for entry in (
-                    (base + a_node, base + a_node, weight),
-                    (base + a_node, base + b_node, -weight),
-                )
-            )
-        )
-        return [[uu, um], [mu, mm]], {"hjb": hjb, "fp": fp, "periodic": periodic, "dt": c.dt}
+        return linearisation(self.problem, self._arrays, U, M)
 
     # -- the solve ----------------------------------------------------------------------
     def solve(
@@ -530,53 +446,27 @@ class NewtonSolver:
 
     def _linear_step(self, U, M, F, G, rtol, atol, timings) -> tuple:
         """The Newton step ``(dU^0..dU^{Nt-1}, dM^1..dM^Nt)`` solving ``J s = -(F, G)``
-        to ``|J s + (F, G)|_2 <= max(rtol |(F, G)|_2, atol)`` (exactly with the LU), and
-        a record of how: ``{"solver", "iterations", "residual"}`` (the relative linear
-        residual reached)."""
-        Nt, Nx = self.problem.Nt, self.problem.Nx
+        (:func:`~mfg_pde.alg.numerical._newton_linear.linear_step`), and a record of how."""
         t0 = time.perf_counter()
         blocks, parts = self._linearisation(U, M)
         timings["jacobian"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        b = -np.concatenate([F.ravel(), G.ravel()])
-        size = Nt * Nx
-        info: dict[str, Any] = {"solver": self.linear_solver, "iterations": 0, "residual": 0.0}
-        if self.linear_solver == "gmres":
-            J = sp.bmat(blocks, format="csr")
-            host, periodic, coupling = self._host, parts["periodic"], 1.0 / parts["dt"]
-            dg_du = blocks[1][0]
-
-            def precondition(y: np.ndarray) -> np.ndarray:
-                # P = [[dF/dU, 0], [dG/dU, dG/dM]]: the backward HJB march, then the
-                # forward FP march with the HJB part's effect moved to the right side.
-                du = host.march_tridiagonal(
-                    *parts["hjb"], y[:size].reshape(Nt, Nx), coupling, True, periodic
-                ).ravel()
-                rhs = (y[size:] - dg_du @ du).reshape(Nt, Nx)
-                dm = host.march_tridiagonal(*parts["fp"], rhs, coupling, False, periodic)
-                return np.concatenate([du, dm.ravel()])
-
-            def matvec(y: np.ndarray) -> np.ndarray:
-                info["iterations"] += 1
-                return J @ precondition(y)
-
-            operator = spla.LinearOperator(J.shape, matvec=matvec, dtype=np.float64)
-            y, _ = spla.gmres(
-                operator, b, rtol=rtol, atol=atol, restart=GMRES_RESTART, maxiter=GMRES_CYCLES
-            )
-            step = precondition(y)
-            b_norm = max(float(np.linalg.norm(b)), 1e-300)
-            residual = float(np.linalg.norm(J @ step - b))
-            info["residual"] = residual / b_norm
-            if not residual <= max(rtol * b_norm, atol) * (1.0 + 1e-8):
-                info["solver"] = "lu (gmres did not converge)"
-        if info["solver"] != "gmres":
-            packed = np.stack([F, G], axis=1).ravel()
-            step = spla.splu(self._packed(blocks), permc_spec=COLUMN_ORDERING).solve(-packed)
-            step = np.concatenate([step.reshape(Nt, 2, Nx)[:, k].ravel() for k in (0, 1)])
-            info["residual"] = 0.0
+        step = linear_step(
+            self.problem,
+            self._host,
+            self.linear_solver,
+            blocks,
+            parts,
+            F,
+            G,
+            rtol,
+            atol,
+            GMRES_RESTART,
+            GMRES_CYCLES,
+            COLUMN_ORDERING,
+        )
         timings["linear_solve"] += time.perf_counter() - t0
-        return step[:size].reshape(Nt, Nx), step[size:].reshape(Nt, Nx), info
+        return step
 
 
 def _ratio(step: np.ndarray, new: np.ndarray) -> float:
