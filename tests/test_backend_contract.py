@@ -7,6 +7,7 @@ so that a new backend is a plug (STYLE.md, habit 11).
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -60,3 +61,81 @@ def test_synchronize_returns_what_it_waited_for(backend):
     pair = backend.synchronize((x, x + 1.0))
     np.testing.assert_array_equal(backend.to_numpy(pair[1]), np.arange(5.0) + 1.0)
     np.testing.assert_array_equal(backend.to_numpy(backend.synchronize(x)), np.arange(5.0))
+
+
+# -- the package's shape -----------------------------------------------------------------
+
+#: Longest module allowed under mfg_pde/ (issue 19: one concept per module).
+MAX_MODULE_LINES = 520
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """The mfg_pde modules imported at module level (not inside functions, not under
+    ``if TYPE_CHECKING``): the imports that run when the module is imported."""
+    tree = ast.parse(path.read_text())
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for sub in [node] if not isinstance(node, (ast.If, ast.Try)) else ast.walk(node):
+            if isinstance(sub, ast.Import):
+                found.update(a.name for a in sub.names)
+            elif isinstance(sub, ast.ImportFrom):
+                base = sub.module or ""
+                if sub.level:
+                    anchor = package.split(".")[: len(package.split(".")) - sub.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                found.add(base)
+                # ``from pkg import module`` imports the submodule too
+                found.update(f"{base}.{a.name}" for a in sub.names)
+    return {name for name in found if name == "mfg_pde" or name.startswith("mfg_pde.")}
+
+
+def test_no_module_is_longer_than_one_concept():
+    long = {
+        str(path.relative_to(PACKAGE)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, long
+
+
+def test_no_import_cycle_between_modules():
+    """Module-level imports form no cycle, except a package importing its own
+    submodules (``mfg_pde/__init__`` re-exporting them), which Python allows."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {
+        name: {dep for dep in _module_level_imports(path) if dep in modules and dep != name}
+        for name, path in modules.items()
+    }
+
+    def is_parent_package(a: str, b: str) -> bool:
+        return b.startswith(a + ".")
+
+    # An edge from a package to its own submodule is how packages re-export; drop those.
+    edges = {a: {b for b in deps if not is_parent_package(a, b)} for a, deps in graph.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for name in sorted(edges):
+        if name not in state and (cycle := visit(name)):
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
