@@ -42,7 +42,8 @@ class BaseBackend(Interpolation, LinearSolves, DensityEstimation, ControlFlow, a
     Attributes
     ----------
     name : str
-        Registry name ("numpy", "numba", "jax", "torch").
+        Registry name ("numpy", "numba", "jax", "torch", or the name a plug-in was
+        registered under, :func:`~mfg_pde.backends.register_backend`).
     xp : module
         Array-API namespace; ``array_module`` is the same object.
     device : str
