@@ -73,30 +73,40 @@ class LeafGeometry:
     stencil: Stencil
 
 
-def leaf_geometry(leaves: LeafSet, table: np.ndarray, backend: BaseBackend) -> LeafGeometry:
-    """Prepare the stencils of ``leaves`` from their neighbour table ``(n, 4, 2)``."""
-    n = len(leaves)
-    size = padded_length(n, backend)
-    centres = np.zeros((size, 2))
-    centres[:n] = leaves.centres()
-    h = np.ones((size, 2))
-    h[:n] = leaves.sizes()
-    level = np.zeros(size)
-    level[:n] = leaves.level
-    flat = table.reshape(n, 8)
-    valid = np.zeros((size, 8), dtype=bool)
-    valid[:n] = flat >= 0
-    nbr = np.tile(np.arange(size)[:, None], (1, 8))
-    nbr[:n] = np.where(valid[:n], flat, nbr[:n])
+def least_squares_stencil(centres: np.ndarray, table: np.ndarray) -> tuple:
+    """Each leaf's least-squares gradient over its (up to 8) edge neighbours, weights
+    ``1/|d|^2``: ``(nbr, dx, dy, w, inv)`` with ``nbr``, ``dx``, ``dy``, ``w`` ``(n, 8)``
+    (the leaf itself, 0, 0, 0 where there is no neighbour) and ``inv`` ``(n, 3)``, the
+    entries (11, 12, 22) of the inverse weighted normal matrix (0 where it is singular:
+    no neighbours in two directions). Then ``grad u_i = inv_i Σ_k w_k d_k (u_k - u_i)``,
+    exact for linear ``u``. Host NumPy; the indicators and the adaptive solver's
+    coarse-fine faces share it."""
+    n = centres.shape[0]
+    flat = np.asarray(table, dtype=np.int64).reshape(n, 8)
+    valid = flat >= 0
+    nbr = np.where(valid, flat, np.arange(n)[:, None])
     dx = np.where(valid, centres[nbr, 0] - centres[:, None, 0], 0.0)
     dy = np.where(valid, centres[nbr, 1] - centres[:, None, 1], 0.0)
     w = np.where(valid, 1.0 / np.where(valid, dx**2 + dy**2, 1.0), 0.0)
     a11, a12, a22 = (w * dx * dx).sum(1), (w * dx * dy).sum(1), (w * dy * dy).sum(1)
     det = a11 * a22 - a12**2
-    # Singular only without neighbours in two directions (a one-leaf mesh, or padding).
     ok = det > 1e-12 * np.maximum(a11 * a22, np.finfo(float).tiny)
     safe = np.where(ok, det, 1.0)
     inv = np.where(ok[:, None], np.stack([a22 / safe, -a12 / safe, a11 / safe], axis=1), 0.0)
+    return nbr, dx, dy, w, inv
+
+
+def leaf_geometry(leaves: LeafSet, table: np.ndarray, backend: BaseBackend) -> LeafGeometry:
+    """Prepare the stencils of ``leaves`` from their neighbour table ``(n, 4, 2)``."""
+    n = len(leaves)
+    size = padded_length(n, backend)
+    nbr, dx, dy, w, inv = (np.zeros((size, k)) for k in (8, 8, 8, 8, 3))
+    nbr = np.tile(np.arange(size)[:, None], (1, 8))
+    nbr[:n], dx[:n], dy[:n], w[:n], inv[:n] = least_squares_stencil(leaves.centres(), table)
+    h = np.ones((size, 2))
+    h[:n] = leaves.sizes()
+    level = np.zeros(size)
+    level[:n] = leaves.level
     wall = np.zeros((size, 4))
     wall[:n] = (table[:, :, 0] < 0).astype(float)
     put = backend.from_numpy

@@ -144,6 +144,14 @@ class AdaptiveMesh:
                 f"criteria must be an AMRRefinementCriteria, got {type(criteria).__name__}"
             )
         self.tree = QuadTree(bounds, base_level, tree_kernels)
+        deepest = self.criteria.max_level(self.tree.bounds)
+        if deepest < self.tree.leaves.max_level:
+            raise ValueError(
+                f"the criteria allow leaves down to level {deepest} (max_refinement_levels="
+                f"{self.criteria.max_refinement_levels}, min_cell_size="
+                f"{self.criteria.min_cell_size}), but base_level={base_level} starts deeper; "
+                "lower base_level or relax the criteria"
+            )
         self.backend = create_backend(backend)
         self.kernels = amr_kernels(self.backend)
         #: Seconds and calls per array kernel (tree kernels: ``self.tree.timings``).
@@ -294,14 +302,16 @@ class AdaptiveMesh:
         with the 2:1 balance closure; then groups of four sibling leaves that existed
         before and all lie below ``coarsening_threshold`` times the threshold are merged,
         where the balance allows. Fields must then be moved to the new leaves with
-        :meth:`transfer_density` / :meth:`transfer_value` and ``stats.previous``.
+        :meth:`transfer_density` / :meth:`transfer_value` and ``stats.previous``. Fields
+        given as batches ``(B, n_leaves)`` (a solution's time levels) are judged by the
+        largest indicator over the batch.
         """
         tree_before = sum(t for t, _ in self.tree.timings.values())
         array_before = sum(t for t, _ in self.array_timings.values())
         previous = self.leaves
         eta = self.error_indicator(solution)
-        if eta.ndim != 1:
-            raise ValueError("adapt takes one solution, not a batch")
+        if eta.ndim != 1:  # a batch (time levels): one mesh must serve them all
+            eta = self.backend.xp.max(eta, axis=0)
         threshold = self.refinement_threshold()
         eta_host = self.backend.to_numpy(eta)
         threshold_host = self.backend.to_numpy(threshold)
