@@ -106,6 +106,21 @@ class LinearSolves:
         """
         return None
 
+    def ordered_sparse_solver(
+        self, indptr: Any, indices: Any, data: Any, order_key: Any, descending: bool
+    ) -> Callable[..., tuple] | None:
+        """A compiled solver of the CSR system ``(indptr, indices, data)`` (host NumPy
+        arrays), or None (the default) to use another method.
+
+        As :meth:`ordered_grid_solver` for any sparsity: BiCGSTAB preconditioned by one
+        Gauss-Seidel sweep with the unknowns in ascending ``order_key`` (descending with
+        ``descending``), returned as ``solve(rhs, x0, atol, max_iterations) -> (x,
+        iterations, converged)``. The adaptive mesh's implicit steps use it, ordered by
+        the value function as on the grid. Only the numpy backend with numba provides
+        one.
+        """
+        return None
+
     def march_tridiagonal(
         self,
         lower: Any,
