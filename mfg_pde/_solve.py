@@ -85,13 +85,57 @@ def solve_mfg(
         ``callback(iteration, residuals)`` is called after every iteration and stops the
         solve by returning a true value (:meth:`FixedPointIterator.solve`).
 
+        ``mesh=AdaptiveMesh(...)`` (2D, no-flux) solves on the leaves of the quadtree
+        and adapts it during the solve (:class:`AdaptiveMFGSolver`; options
+        ``adapt_every``, ``max_adapts``, ``thetaUM``, ``newton_tolerance``,
+        ``krylov_tolerance``, ``max_iterations``, ``tolerance``,
+        ``equation_tolerance``, ``verbose``) and returns an
+        :class:`~mfg_pde.alg.numerical.amr_result.AdaptiveMFGResult`.
+
     Returns
     -------
     MFGResult
     """
+    if "mesh" in options:
+        return _solve_on_mesh(problem, method, backend, options)
     if method in ("newton", "auto"):
         return _solve_newton_or_auto(problem, method, backend, options)
     return _iterator(problem, method, backend, options).solve(**_pick(options, _SOLVE_OPTIONS))
+
+
+#: Options of :class:`~mfg_pde.alg.numerical.AdaptiveMFGSolver` and of its solve.
+_MESH_OPTIONS = (
+    "thetaUM",
+    "adapt_every",
+    "max_adapts",
+    "newton_tolerance",
+    "max_newton_iterations",
+    "krylov_tolerance",
+    "fp_krylov_tolerance",
+    "max_krylov_iterations",
+)
+_MESH_SOLVE_OPTIONS = ("max_iterations", "tolerance", "equation_tolerance", "verbose")
+
+
+def _solve_on_mesh(problem, method, backend, options):
+    """``solve_mfg(problem, mesh=AdaptiveMesh(...))``: finite volumes on the quadtree."""
+    from mfg_pde.alg.numerical import AdaptiveMFGSolver
+
+    options = dict(options)
+    mesh = options.pop("mesh")
+    if method != "fdm":
+        raise ValueError(
+            f"on an adaptive mesh the solver is the finite-volume fixed point (method='fdm'); "
+            f"got method={method!r}"
+        )
+    allowed = _MESH_OPTIONS + _MESH_SOLVE_OPTIONS
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(unknown)} with mesh=; accepted: {', '.join(allowed)}"
+        )
+    solver = AdaptiveMFGSolver(problem, mesh, backend=backend, **_pick(options, _MESH_OPTIONS))
+    return solver.solve(**_pick(options, _MESH_SOLVE_OPTIONS))
 
 
 def _solve_newton_or_auto(problem, method, backend, options):

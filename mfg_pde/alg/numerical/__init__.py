@@ -1,5 +1,8 @@
-"""Numerical MFG solvers: finite differences, particles and the fixed-point coupling."""
+"""Numerical MFG solvers: finite differences, particles, the fixed-point coupling, and
+finite volumes on the adaptive quadtree."""
 
+from mfg_pde.alg.numerical.amr_result import AdaptiveMFGResult
+from mfg_pde.alg.numerical.amr_solver import AdaptiveMFGSolver
 from mfg_pde.alg.numerical.fixed_point import FixedPointIterator
 from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
 from mfg_pde.alg.numerical.fp_particle import FPParticleSolver
@@ -14,6 +17,8 @@ from mfg_pde.alg.numerical.particle_strategy import (
 )
 
 __all__ = [
+    "AdaptiveMFGResult",
+    "AdaptiveMFGSolver",
     "CPUParticleStrategy",
     "FPFDMSolver",
     "FPParticleSolver",
