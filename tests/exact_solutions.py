@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import array_api_compat
 import numpy as np
 from scipy.integrate import solve_ivp
 
@@ -274,3 +275,69 @@ class LinearQuadratic2D:
 
     def density(self, t, x, y):
         return self.x_part.density(t, x)[:, :, None] * self.y_part.density(t, y)[:, None, :]
+
+
+@dataclass
+class StationaryNeumann2D:
+    r"""A stationary MFG on the unit square with no-flux walls, coupled through f.
+
+    ``u(x, y) = A cos(πx) cos(πy)`` (zero normal derivative on the walls) and the Gibbs
+    density ``m*(x, y) = exp(-u / (λν)) / Z``: its flux ``-ν∇m* - m*∇u/λ`` vanishes
+    everywhere, so ``m*`` is a stationary solution of the FP equation with the optimal
+    drift ``-∇u/λ``, with no flux through the walls. With
+
+        f(x, y, m) = -νΔu + |∇u|²/(2λ) + κ (m - m*(x, y)),   Δu = -2π² u,
+
+    ``u`` solves the HJB equation for ``m = m*`` at every time; with ``g = u`` and
+    ``m0 = m*`` the pair ``(u, m*)`` is the solution on ``[0, T]``. The callables take
+    arrays of any Array-API library (numpy, jax, torch).
+    """
+
+    A: float = 0.1
+    sigma: float = 0.5
+    control_cost: float = 1.0
+    kappa: float = 0.5
+    T: float = 0.5
+    Z: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        nodes, weights = np.polynomial.legendre.leggauss(200)
+        x = 0.5 * (nodes + 1.0)
+        X, Y = np.meshgrid(x, x, indexing="ij")
+        w = 0.25 * np.outer(weights, weights)
+        self.Z = float(np.sum(w * np.exp(-self.u(X, Y) / (self.control_cost * self.nu))))
+
+    @property
+    def nu(self) -> float:
+        return 0.5 * self.sigma**2
+
+    def u(self, x, y):
+        xp = array_api_compat.array_namespace(x)
+        return self.A * xp.cos(math.pi * x) * xp.cos(math.pi * y)
+
+    def m(self, x, y):
+        xp = array_api_compat.array_namespace(x)
+        return xp.exp(-self.u(x, y) / (self.control_cost * self.nu)) / self.Z
+
+    def running_cost(self, x, y, m, t):
+        xp = array_api_compat.array_namespace(x)
+        u = self.u(x, y)
+        ux = -self.A * math.pi * xp.sin(math.pi * x) * xp.cos(math.pi * y)
+        uy = -self.A * math.pi * xp.cos(math.pi * x) * xp.sin(math.pi * y)
+        hamiltonian = (ux * ux + uy * uy) / (2.0 * self.control_cost)
+        return self.nu * 2.0 * math.pi**2 * u + hamiltonian + self.kappa * (m - self.m(x, y))
+
+    def problem(self, Nt: int = 10):
+        from mfg_pde import MFGProblem
+
+        return MFGProblem(
+            domain=[(0.0, 1.0), (0.0, 1.0)],
+            Nx=(8, 8),  # the grid is not used on the quadtree
+            T=self.T,
+            Nt=Nt,
+            sigma=self.sigma,
+            control_cost=self.control_cost,
+            running_cost=self.running_cost,
+            terminal_cost=self.u,
+            initial_density=self.m,
+        )
