@@ -106,8 +106,12 @@ def solve_mfg(
 #: Options of :class:`~mfg_pde.alg.numerical.AdaptiveMFGSolver` and of its solve.
 _MESH_OPTIONS = (
     "thetaUM",
+    "use_anderson",
+    "anderson_depth",
     "adapt_every",
     "max_adapts",
+    "adapt_on",
+    "mesh_tolerance",
     "newton_tolerance",
     "max_newton_iterations",
     "krylov_tolerance",
