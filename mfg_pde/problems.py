@@ -171,10 +171,59 @@ def crowd_2d_example(**overrides: Any) -> MFGProblem:
     return MFGProblem(**params)
 
 
+#: Where the agents of :func:`gather_2d_example` gather.
+_GATHER_TARGET = (0.65, 0.5)
+
+
+def _gather_running_cost(x: Any, y: Any, m: Any, t: Any, k: Any, c: Any) -> Any:
+    return k * ((x - _GATHER_TARGET[0]) ** 2 + (y - _GATHER_TARGET[1]) ** 2) + c * m
+
+
+def _gather_terminal_cost(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return 5.0 * ((x - _GATHER_TARGET[0]) ** 2 + (y - _GATHER_TARGET[1]) ** 2)
+
+
+def _gather_initial_density(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.exp(-60.0 * ((x - 0.35) ** 2 + (y - 0.5) ** 2))
+
+
+def gather_2d_example(**overrides: Any) -> MFGProblem:
+    """A crowd that moves to a meeting point and stays there: the density occupies a
+    small part of the room at every time, the case adaptive meshes are for.
+
+    On the unit square with no-flux walls: agents start in a blob around ``(0.35, 0.5)``
+    (``m0 ∝ exp(-60 |x - (0.35, 0.5)|^2)``), pay ``k |x - x*|^2 + c m`` per unit time
+    and ``5 |x - x*|^2`` at T = 1, with ``x* = (0.65, 0.5)``,
+    ``cost_parameters={"k": 2.0, "c": 0.02}``; σ = 0.15, λ = 1, ``Nx=(64, 64)``,
+    Nt = 20.
+
+    Parameters
+    ----------
+    **overrides
+        Any :class:`~mfg_pde.MFGProblem` argument.
+    """
+    params: dict[str, Any] = {
+        "domain": [(0.0, 1.0), (0.0, 1.0)],
+        "Nx": (64, 64),
+        "T": 1.0,
+        "Nt": 20,
+        "sigma": 0.15,
+        "control_cost": 1.0,
+        "running_cost": _gather_running_cost,
+        "terminal_cost": _gather_terminal_cost,
+        "initial_density": _gather_initial_density,
+        "boundary": "noflux",
+        "cost_parameters": {"k": 2.0, "c": 0.02},
+    }
+    params.update(overrides)
+    return MFGProblem(**params)
+
+
 #: Example name (as the command line spells it) -> function building the problem.
 EXAMPLES: dict[str, Callable[..., MFGProblem]] = {
     "quickstart": design_example,
     "hello": hello_example,
     "hello_2d": hello_2d_example,
     "crowd_2d": crowd_2d_example,
+    "gather_2d": gather_2d_example,
 }
