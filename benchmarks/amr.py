@@ -31,7 +31,6 @@ compiling the cached kernels) is reported apart. Results go to stdout and to JSO
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernels import machine_description, source_state  # noqa: E402
+from kernels import write_record  # noqa: E402
 
 from mfg_pde.geometry import AdaptiveMesh, AMRRefinementCriteria, QuadTree  # noqa: E402
 
@@ -306,18 +305,13 @@ def main(argv=None) -> None:
     results = run(args)
     print(table(results))
     if not args.no_json:
-        record = {
-            "machine": machine_description(),
-            "source": source_state(),
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "note": "2-core CPU shared with other jobs while measuring; best of repeats",
-            "results": results,
-        }
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.output}")
+        write_record(
+            args.output,
+            args,
+            load_before,
+            "2-core CPU shared with other jobs while measuring; best of repeats",
+            results,
+        )
 
 
 if __name__ == "__main__":

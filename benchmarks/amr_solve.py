@@ -25,7 +25,6 @@ the solves take seconds to minutes); the machine is shared, so compare within a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernels import machine_description, source_state  # noqa: E402
+from kernels import write_record  # noqa: E402
 
 from mfg_pde import solve_mfg  # noqa: E402
 from mfg_pde.geometry import AdaptiveMesh, AMRRefinementCriteria  # noqa: E402
@@ -188,18 +187,13 @@ def main(argv: list[str] | None = None) -> None:
         plot(results, args.plot)
         print(f"wrote {args.plot}")
     if not args.no_json:
-        record = {
-            "machine": machine_description(),
-            "source": source_state(),
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "note": "2-core CPU shared with other jobs; one solve per entry",
-            "results": results,
-        }
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.output}")
+        write_record(
+            args.output,
+            args,
+            load_before,
+            "2-core CPU shared with other jobs; one solve per entry",
+            results,
+        )
 
 
 if __name__ == "__main__":

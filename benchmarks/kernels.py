@@ -144,6 +144,22 @@ def source_state() -> dict[str, Any]:
     }
 
 
+def write_record(path: Path, args: Any, load_before: Any, note: str, results: Any) -> None:
+    """Write a benchmark's JSON record: machine, source state, settings, load, results."""
+    record = {
+        "machine": machine_description(),
+        "source": source_state(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "note": note,
+        "results": results,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def _load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]

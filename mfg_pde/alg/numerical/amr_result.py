@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mfg_pde._plot import _finish
 from mfg_pde._problem import MFGProblem
 
 
@@ -172,9 +172,4 @@ class AdaptiveMFGResult:
         axes[2].set_ylabel("leaves")
         axes[2].set_title(f"adapts ({len(self.history) - 1}), final {self.n_leaves} leaves")
         fig.tight_layout()
-        if path is not None:
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(target, **{"dpi": 120, **savefig_kwargs})
-            plt.close(fig)
-        return fig
+        return _finish(fig, path, savefig_kwargs)
