@@ -22,6 +22,7 @@ from mfg_pde._problem import MFGProblem
 from mfg_pde.alg.numerical._base import check_krylov_options, check_solve_arguments
 from mfg_pde.alg.numerical._krylov import bicgstab
 from mfg_pde.alg.numerical._leaf_fv import LeafOperator, leaf_system
+from mfg_pde.alg.numerical.hjb_fdm import _newton_done
 from mfg_pde.backends import BaseBackend, create_backend
 from mfg_pde.geometry._mesh import AdaptiveMesh
 from mfg_pde.utils.anderson_acceleration import AndersonAccelerator
@@ -265,10 +266,10 @@ class AdaptiveMFGSolver:
             tol = newton_tol * xp.maximum(xp.max(xp.abs(u_next)), 1.0)
 
             def running(s: tuple) -> Any:
-                return (s[0] < max_newton) & (s[2] > tol)
+                return (s[0] < max_newton) & ~s[3]
 
             def newton(s: tuple) -> tuple:
-                it, u, _ = s
+                it, u, step, _ = s
                 ham, diff, coef = op.terms(u, nu, lam)
                 F = (u - u_next) * dt_inv - diff + ham - f
                 # Inexact Newton (as the uniform HJB solver): the step to krylov_tolerance
@@ -276,10 +277,13 @@ class AdaptiveMFGSolver:
                 # by less than tol / 10; the Newton test decides when the level is solved.
                 atol = xp.maximum(krylov_tol * xp.max(xp.abs(F)), (0.1 / dt_inv) * tol)
                 delta = b.array(self._linear_solve(op, coef, F, False, u, atol))
-                return it + 1, u - delta, xp.max(xp.abs(delta))
+                new_step = xp.max(xp.abs(delta))
+                # Kelley's test, as HJBFDMSolver: |δ|, or 2ρ|δ| once a rate ρ < 1/2 shows.
+                return it + 1, u - delta, new_step, _newton_done(it, step, new_step, tol)
 
-            start = (xp.asarray(0, **dev), guess, xp.asarray(math.inf, dtype=b.dtype, **dev))
-            _, u, _ = b.while_loop(running, newton, start)
+            inf = xp.asarray(math.inf, dtype=b.dtype, **dev)
+            start = (xp.asarray(0, **dev), guess, inf, xp.asarray(False, **dev))
+            _, u, _, _ = b.while_loop(running, newton, start)
             return u, u
 
         def hjb(M: Any, U_guess: Any) -> Any:
