@@ -220,6 +220,9 @@ def test_what_the_quadtree_does_not_solve_is_refused_by_name():
         solve_mfg(problem, mesh=mesh, stall_window=5)
     with pytest.raises(ValueError, match="adapt_every"):
         AdaptiveMFGSolver(problem, mesh, adapt_every=0)
+    with pytest.raises(ValueError, match="not the mesh's"):
+        AdaptiveMFGSolver(problem, mesh, backend="numba")
+    assert AdaptiveMFGSolver(problem, mesh, backend="numpy").backend is mesh.backend
 
 
 def test_criteria_that_cannot_be_met_are_refused_at_construction():

@@ -48,7 +48,8 @@ class AdaptiveMFGSolver:
         ``[a - dx/2, b + dx/2]`` (nodes = leaf centres); on that tree the scheme is the
         uniform one term by term.
     backend : str, BaseBackend or None
-        Default: the mesh's backend.
+        The mesh's backend (the default); another one is refused, since the mesh's
+        kernels and arrays live there.
     thetaUM : float in (0, 1]
         Damping of the fixed point (as :class:`FixedPointIterator`).
     use_anderson, anderson_depth
@@ -138,10 +139,16 @@ class AdaptiveMFGSolver:
         self.problem = problem
         self.mesh = mesh
         self.backend = mesh.backend if backend is None else create_backend(backend)
-        if self.backend is not mesh.backend:
-            mesh.backend = self.backend
-            mesh.kernels = type(mesh)(mesh.bounds, backend=self.backend).kernels
-            mesh._geometry = []
+        if self.backend is not mesh.backend and (
+            type(self.backend) is not type(mesh.backend)
+            or self.backend.device != mesh.backend.device
+        ):
+            raise ValueError(
+                f"backend {self.backend.name!r} ({self.backend.device}) is not the mesh's "
+                f"({mesh.backend.name}, {mesh.backend.device}); create the mesh with "
+                "AdaptiveMesh(..., backend=...) or leave backend=None"
+            )
+        self.backend = mesh.backend
         self.thetaUM = float(thetaUM)
         if not isinstance(use_anderson, bool):
             raise TypeError(f"use_anderson must be True or False, got {use_anderson!r}")
