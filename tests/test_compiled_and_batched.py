@@ -253,3 +253,28 @@ def test_nan_found_by_the_compiled_program_is_located(backend):
         result = solve_mfg(problem, backend=backend, max_iterations=5)
     assert "non-finite values in U (HJB solve) at iteration 1, time index 9 " in result.reason
     assert result.iterations == 0 and np.all(np.isfinite(result.U))
+
+
+def test_compiled_1d_hjb_march_gives_the_array_marchs_answer():
+    """numpy with numba marches HJB in one compiled call (hjb_march_kernel); without
+    numba the array version runs. Same U, M to round-off, with and without a guess, and
+    the same Newton failure count when the cap is too small."""
+    pytest.importorskip("numba")
+    from mfg_pde.backends._numpy import NumpyBackend
+
+    problem = HELLO.replace(c=-1.0)
+    fast, plain = NumpyBackend(use_numba=True), NumpyBackend(use_numba=False)
+    assert fast.hjb_march_kernel() is not None and plain.hjb_march_kernel() is None
+    assert fast.program_key != plain.program_key  # compiled programs are not shared
+    results = [solve_mfg(problem, backend=b, tolerance=TIGHT) for b in (fast, plain)]
+    assert all(r.converged for r in results)
+    for field in ("U", "M"):
+        a, b = (getattr(r, field) for r in results)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10 * np.abs(b).max())
+    M = results[1].M
+    levels = np.arange(problem.Nt + 1.0)[:, None]
+    for guess in (None, results[1].U + 0.01 * levels):  # (a shift constant in time cancels)
+        marches = [HJBFDMSolver(problem, backend=b, max_newton_iterations=1) for b in (fast, plain)]
+        U_fast, U_plain = (s.solve_backend(M, guess) for s in marches)
+        np.testing.assert_allclose(U_fast, U_plain, rtol=0, atol=1e-11)
+        assert marches[0].last_newton_failures == marches[1].last_newton_failures > 0

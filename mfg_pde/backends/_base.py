@@ -96,6 +96,14 @@ class BaseBackend(Interpolation, LinearSolves, DensityEstimation, ControlFlow, a
         """Keyword arguments that put a new array on :attr:`device` (none for NumPy)."""
         return {}
 
+    @property
+    def program_key(self) -> tuple:
+        """What tells programs built for this backend from those built for another: the
+        solvers share compiled programs between problems of one structure by this key
+        (:func:`mfg_pde.alg.numerical._base.compiled_program`). Backends whose programs
+        differ by an option add it (numpy: whether it uses numba)."""
+        return (type(self).__name__, self.device, self.compiled)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device!r})"
 

@@ -121,6 +121,17 @@ class LinearSolves:
         """
         return None
 
+    def hjb_march_kernel(self) -> Callable[..., tuple] | None:
+        """A compiled 1D HJB march on a no-flux grid (host NumPy arrays in and out), or
+        None (the default) to run the array version.
+
+        The signature and contract are those of
+        :func:`mfg_pde.backends._numba_marches.hjb_march_noflux`: the whole backward march,
+        Newton per level with Kelley's test, in one call. Backends that run array
+        operations one at a time on a CPU gain most (numpy with numba provides it).
+        """
+        return None
+
     def march_tridiagonal(
         self,
         lower: Any,

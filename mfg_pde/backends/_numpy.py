@@ -39,6 +39,10 @@ class NumpyBackend(BaseBackend):
         self.use_numba = bool(use_numba)
         self._numba_kernels: Any = None
 
+    @property
+    def program_key(self) -> tuple:
+        return (*super().program_key, self.use_numba)
+
     def _kernels(self) -> Any:
         """The numba kernels module (imported on first use), or None without numba."""
         if self.use_numba and self._numba_kernels is None:
@@ -240,6 +244,14 @@ class NumpyBackend(BaseBackend):
         return kernels.tridiagonal_march(
             lower, diag, upper, rhs, float(coupling), bool(reverse), bool(periodic)
         )
+
+    def hjb_march_kernel(self) -> Any:
+        """With numba, the compiled 1D march (see :meth:`BaseBackend.hjb_march_kernel`)."""
+        if self._kernels() is None:
+            return None
+        from mfg_pde.backends._numba_marches import hjb_march_noflux
+
+        return hjb_march_noflux
 
     def upwind_terms_2d(self, u: Any, c: Any, counts: tuple, periodic: tuple) -> Any:
         """With numba, one compiled pass (see :meth:`BaseBackend.upwind_terms_2d`)."""

@@ -29,7 +29,7 @@ def compiled_program(
     program instead of compiling again, and a batch of them can be vmapped. ``new`` says
     whether it was built by this call (on jax its first call will compile).
     """
-    full_key = (backend.name, backend.device, backend.compiled, *key)
+    full_key = (*backend.program_key, *key)
     fn = _compiled.get(full_key)
     if fn is not None:
         _compiled.move_to_end(full_key)

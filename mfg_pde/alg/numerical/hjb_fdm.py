@@ -236,8 +236,39 @@ def make_hjb_march(
     """
     b, xp = backend, backend.xp
     solve_linear = b.solve_cyclic_tridiagonal if periodic else b.solve_tridiagonal
+    kernel = None if periodic or newton_count is not None else b.hjb_march_kernel()
+
+    def compiled_march(arrays: dict, M: Any, U_guess: Any) -> tuple[Any, Any, Any]:
+        """The march in one call of the backend's kernel; the running cost (a Python
+        callable) is evaluated level by level first, as the array version does."""
+        c, x, cost = arrays["c"], arrays["x"], arrays["cost"]
+        zero = xp.zeros_like(x)
+        f = np.stack(
+            [
+                np.asarray(zero + running_cost(x, M[n + 1, ...], arrays["t"][n + 1], **cost))
+                for n in range(M.shape[0] - 1)
+            ]
+        )
+        diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * np.asarray(arrays["counts"])
+        guess = np.zeros((1, 1)) if U_guess is None else np.ascontiguousarray(U_guess)
+        U, failures, most = kernel(
+            np.ascontiguousarray(arrays["g"], dtype=np.float64),
+            np.ascontiguousarray(f, dtype=np.float64),
+            guess,
+            U_guess is not None,
+            float(c.dx),
+            float(c.dt),
+            float(c.nu),
+            float(c.control_cost),
+            np.ascontiguousarray(diag0, dtype=np.float64),
+            float(tolerance),
+            int(max_iterations),
+        )
+        return U, np.asarray(failures), np.asarray(most)
 
     def march(arrays: dict, M: Any, U_guess: Any) -> tuple[Any, Any]:
+        if kernel is not None:
+            return compiled_march(arrays, M, U_guess)
         c, x, cost = arrays["c"], arrays["x"], arrays["cost"]
         diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * arrays["counts"]
         zero = xp.zeros_like(x)
