@@ -127,12 +127,19 @@ def test_newton_warm_start_changes_the_work_not_the_answer(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch"], indirect=True)
-def test_torch_march_is_sync_free_and_reruns_unconverged_steps(backend):
-    """torch runs a fixed Newton count per step; with one step allowed some steps do not
-    converge, the check after the march sees it and reruns with more, and the answer
-    is numpy's."""
+def test_sync_free_march_reruns_unconverged_steps(backend):
+    """Where a host read costs a sync (torch on a GPU), the march runs a fixed Newton
+    count per step; with one step allowed some steps do not converge, the check after
+    the march sees it and reruns with more, and the answer is numpy's. (On the CPU,
+    torch reads for free and takes the compiled march: a subclass that says syncs cost
+    runs the GPU's path here.)"""
+    assert not backend.syncs_cost
+
+    class QueuedTorch(type(backend)):
+        syncs_cost = True
+
     problem = hello(terminal_cost=lambda x: 5 * np.sin(6 * x))
-    hjb = HJBFDMSolver(problem, backend=backend)
+    hjb = HJBFDMSolver(problem, backend=QueuedTorch(device="cpu"))
     assert hjb.sync_free
     hjb._newton_count = 1
     U = hjb.solve()
@@ -278,3 +285,33 @@ def test_compiled_1d_hjb_march_gives_the_array_marchs_answer():
         U_fast, U_plain = (s.solve_backend(M, guess) for s in marches)
         np.testing.assert_allclose(U_fast, U_plain, rtol=0, atol=1e-11)
         assert marches[0].last_newton_failures == marches[1].last_newton_failures > 0
+
+
+def test_running_costs_of_all_levels_keep_the_one_profile_contract(backend):
+    """The levels' running costs are mapped with the backend's vmap (torch batches
+    them with torch.func.vmap): each call still sees one profile, so a nonlocal cost's
+    ``.sum()`` is per level, and a cost vmap cannot batch (``float()`` of a tensor)
+    falls back to the per-level loop with the same values."""
+    from mfg_pde.alg.numerical._base import problem_arrays, running_costs
+
+    problem = hello_example(Nx=41, Nt=20)
+    arrays = problem_arrays(problem, backend)
+    rng = np.random.default_rng(3)
+    M = rng.uniform(0.1, 2.0, size=(problem.Nt, problem.Nx))
+    t = problem.t[1:]
+
+    def nonlocal_cost(x, m, t):
+        return (x - m.sum() / m.shape[-1]) ** 2 + t
+
+    def host_branch(x, m, t):  # Python control flow on a value: not batchable
+        return m * 2.0 if float(m[0]) > 1.0 else m - 1.0
+
+    # jax traces whatever it maps: a cost it cannot trace runs on its eager view, as the
+    # solvers fall back to it (with a warning).
+    untraced = backend.eager() if backend.fixed_shapes else backend
+    for b, cost, expected in (
+        (backend, nonlocal_cost, [(problem.x - m.mean()) ** 2 + s for m, s in zip(M, t)]),  # noqa: B905
+        (untraced, host_branch, [m * 2.0 if m[0] > 1.0 else m - 1.0 for m in M]),
+    ):
+        f = running_costs(b, cost, arrays, b.from_numpy(M), b.from_numpy(t))
+        np.testing.assert_allclose(b.to_numpy(f), np.stack(expected), rtol=1e-14)

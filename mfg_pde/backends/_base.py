@@ -59,8 +59,8 @@ class BaseBackend(Interpolation, LinearSolves, DensityEstimation, ControlFlow, a
     #: again (jax), so callers pad data of varying length to bucketed lengths.
     fixed_shapes: bool = False
     #: Whether reading a value back to the host stalls the queue of work behind it
-    #: (torch, on any device: a convergence test per time step costs a sync each), so
-    #: that loops run a fixed count instead of testing convergence as they go.
+    #: (torch on a GPU: a convergence test per time step costs a sync each), so that
+    #: loops run a fixed count instead of testing convergence as they go.
     syncs_cost: bool = False
     #: Whether the arrays are NumPy arrays in host memory, which host-side SciPy code
     #: (the Newton iteration) uses without a copy.

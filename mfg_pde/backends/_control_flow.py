@@ -57,12 +57,13 @@ class ControlFlow:
         """``fn`` mapped over the leading axis of its first argument, the other
         arguments shared: ``vmap(fn)(xs, *rest)[i] == fn(xs[i], *rest)``.
 
-        Default: a Python loop and a stack; jax maps it in one traced program
-        (``jax.vmap``)."""
-        xp = self.xp
+        ``xs`` may be an array or a tuple of arrays of one leading length (then ``fn``
+        gets the tuple of their rows). Default: a Python loop and a stack; jax maps it
+        in one traced program (``jax.vmap``), torch with ``torch.func.vmap``."""
 
         def looped(first: Any, *rest: Any) -> Any:
-            return xp.stack([fn(first[i, ...], *rest) for i in range(first.shape[0])])
+            n = _leading_length(first, None)
+            return self._stack_tree([fn(_index_tree(first, i), *rest) for i in range(n)])
 
         return looped
 

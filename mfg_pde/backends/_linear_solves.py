@@ -148,17 +148,23 @@ class LinearSolves:
         tridiagonal matrix in the convention of :meth:`solve_tridiagonal`.
 
         This is a linearised implicit march (``coupling = 1/dt``): the HJB one backward,
-        the FP one forward. The default solves one level at a time; backends with a
-        compiled loop override it (numpy with numba: one call for the whole march).
+        the FP one forward. The default is a :meth:`scan` over the levels (one compiled
+        loop on jax, one level at a time elsewhere); backends with a compiled CPU loop
+        override it (numpy with numba: one call for the whole march).
         """
+        xp = self.xp
         solve = self.solve_cyclic_tridiagonal if periodic else self.solve_tridiagonal
-        levels = int(diag.shape[0])
-        out: list[Any] = [None] * levels
-        previous = None
-        for k in reversed(range(levels)) if reverse else range(levels):
-            r = rhs[k, ...] if previous is None else rhs[k, ...] + coupling * previous
-            out[k] = previous = solve(lower[k, ...], diag[k, ...], upper[k, ...], r)
-        return self.xp.stack(out)
+        levels = (lower, diag, upper, rhs)
+        if reverse:
+            levels = tuple(xp.flip(a, axis=0) for a in levels)
+
+        def level(previous: Any, row: tuple) -> tuple[Any, Any]:
+            lo, d, up, r = row
+            x = solve(lo, d, up, r + coupling * previous)
+            return x, x
+
+        _, out = self.scan(level, xp.zeros_like(rhs[0, ...]), levels)
+        return xp.flip(out, axis=0) if reverse else out
 
     def solve_cyclic_tridiagonal(self, lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
         """Solve periodic tridiagonal systems (Sherman–Morrison on two tridiagonal solves).

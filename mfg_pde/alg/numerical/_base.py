@@ -156,3 +156,21 @@ def problem_arrays(problem: MFGProblem, backend: BaseBackend) -> dict[str, Any]:
         "counts": counts,
         "cost": {k: float(v) for k, v in p.cost_parameters.items()},
     }
+
+
+def running_costs(
+    backend: BaseBackend, running_cost: Any, arrays: dict[str, Any], M: Any, t: Any
+) -> Any:
+    """``f(x, M[n], t[n])`` for every level ``n``, stacked: shape ``(len(t), *grid)``.
+
+    Mapped with :meth:`~mfg_pde.backends.BaseBackend.vmap`, so each call sees one
+    level's density, as the running cost's contract says (a nonlocal cost's ``.sum()``
+    sums one profile); jax and torch batch the levels in one call, the default loops.
+    """
+    coords, cost = arrays["coords"], arrays["cost"]
+    zero = backend.xp.zeros_like(coords[0])
+
+    def level(row: tuple) -> Any:
+        return zero + running_cost(*coords, row[0], row[1], **cost)
+
+    return backend.vmap(level)((M, t))

@@ -23,6 +23,7 @@ from typing import Any
 
 from mfg_pde.alg.numerical import _grid2d as g2
 from mfg_pde.alg.numerical import _stencils as st
+from mfg_pde.alg.numerical._base import running_costs
 from mfg_pde.backends import BaseBackend
 
 
@@ -36,24 +37,14 @@ def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: An
     """
     b, xp = backend, backend.xp
 
-    def running_costs(arrays: dict, M: Any) -> Any:
-        coords, cost = arrays["coords"], arrays["cost"]
-        zero = xp.zeros_like(coords[0])
-        _, f = b.scan(
-            lambda carry, inputs: (
-                carry,
-                zero + running_cost(*coords, inputs[0], inputs[1], **cost),
-            ),
-            0.0,
-            (M[1:, ...], arrays["t"][1:]),
-        )
-        return f
+    def level_costs(arrays: dict, M: Any) -> Any:
+        return running_costs(b, running_cost, arrays, M[1:, ...], arrays["t"][1:])
 
     if isinstance(periodic, tuple):
 
         def residual_2d(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
             c = arrays["c"]
-            f = running_costs(arrays, M)
+            f = level_costs(arrays, M)
             hamiltonian, diffusion, lines = g2.hjb_terms(
                 xp, U[:-1, ...], c, arrays["counts"], periodic
             )
@@ -66,7 +57,7 @@ def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: An
 
     def residual(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
         c = arrays["c"]
-        f = running_costs(arrays, M)
+        f = level_costs(arrays, M)
         a, bb, d = st.upwind_derivatives(xp, U[:-1, ...], c, periodic)
         hamiltonian = (0.5 * c.control_cost) * (a * a + bb * bb)
         diffusion = (c.nu / c.dx) * (d[..., 1:] - d[..., :-1])

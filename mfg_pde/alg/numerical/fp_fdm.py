@@ -105,20 +105,17 @@ class FPFDMSolver(BaseSolver):
 def make_fp_march(backend: BaseBackend, periodic: bool):
     """The forward march as a pure function ``(arrays, U) -> M`` (see :class:`FPFDMSolver`)."""
     b, xp = backend, backend.xp
-    solve_linear = b.solve_cyclic_tridiagonal if periodic else b.solve_tridiagonal
 
     def march(arrays: dict, U: Any) -> Any:
         c = arrays["c"]
         diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * arrays["counts"]
         a, bb, _ = st.upwind_derivatives(xp, U[:-1, ...], c, periodic)
-        matrices = st.transpose(xp, *st.hjb_jacobian_from_slopes(a, bb, diag0, c))
-
-        def time_step(m, matrix):
-            m_next = solve_linear(*matrix, m / c.dt)
-            return m_next, m_next
-
-        _, densities = b.scan(time_step, arrays["m0"], matrices)
-        return xp.concat([arrays["m0"][None, :], densities], axis=0)
+        lower, diag, upper = st.transpose(xp, *st.hjb_jacobian_from_slopes(a, bb, diag0, c))
+        # T_n m^{n+1} = m^n / dt: a march with m^0 / dt as the first level's right side.
+        m0 = arrays["m0"]
+        rhs = xp.concat([m0[None, :] / c.dt, xp.zeros_like(diag[1:, ...])], axis=0)
+        densities = b.march_tridiagonal(lower, diag, upper, rhs, 1.0 / c.dt, periodic=periodic)
+        return xp.concat([m0[None, :], densities], axis=0)
 
     return march
 

@@ -10,7 +10,12 @@ import numpy as np
 from mfg_pde._problem import MFGProblem
 from mfg_pde.alg.numerical import _grid2d as g2
 from mfg_pde.alg.numerical import _stencils as st
-from mfg_pde.alg.numerical._base import BaseSolver, check_krylov_options, compiled_program
+from mfg_pde.alg.numerical._base import (
+    BaseSolver,
+    check_krylov_options,
+    compiled_program,
+    running_costs,
+)
 from mfg_pde.backends import BaseBackend
 
 #: Newton iterations a sync-free march (torch) runs unconditionally per time step before
@@ -241,14 +246,8 @@ def make_hjb_march(
     def compiled_march(arrays: dict, M: Any, U_guess: Any) -> tuple[Any, Any, Any]:
         """The march in one call of the backend's kernel; the running cost (a Python
         callable) is evaluated level by level first, as the array version does."""
-        c, x, cost = arrays["c"], arrays["x"], arrays["cost"]
-        zero = xp.zeros_like(x)
-        f = np.stack(
-            [
-                np.asarray(zero + running_cost(x, M[n + 1, ...], arrays["t"][n + 1], **cost))
-                for n in range(M.shape[0] - 1)
-            ]
-        )
+        c = arrays["c"]
+        f = running_costs(b, running_cost, arrays, M[1:, ...], arrays["t"][1:])
         diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * np.asarray(arrays["counts"])
         guess = np.zeros((1, 1)) if U_guess is None else np.ascontiguousarray(U_guess)
         U, failures, most = kernel(
@@ -264,7 +263,7 @@ def make_hjb_march(
             float(tolerance),
             int(max_iterations),
         )
-        return U, np.asarray(failures), np.asarray(most)
+        return b.from_numpy(U), b.from_numpy(np.asarray(failures)), b.from_numpy(np.asarray(most))
 
     def march(arrays: dict, M: Any, U_guess: Any) -> tuple[Any, Any]:
         if kernel is not None:
