@@ -69,6 +69,16 @@ class FPParticleSolver(BaseSolver):
         for this N, Nt and grid; ``"gpu"`` raises ValueError where the backend's library
         has no GPU. The chosen strategy is :attr:`strategy`, its backend
         :attr:`march_backend`.
+    devices : None, int, sequence of jax.Device or jax.sharding.Mesh
+        Split the particles over several JAX devices (a JAX backend only): an int ``n``
+        takes the first ``n`` devices of the march backend's platform, a sequence takes
+        those devices, a ``Mesh`` is used as given (the particles are split over all its
+        axes). Each device draws, moves and bins its own particles; the densities are
+        summed over the devices with one ``psum`` per time level. The draws do not
+        depend on the split (JAX's partitionable threefry, the default since jax 0.5),
+        so the density path equals the unsharded one up to the order of the sums
+        (round-off). ``num_particles`` must be a multiple of the number of devices.
+        None (the default): one device, as before.
 
     Notes
     -----
@@ -92,6 +102,7 @@ class FPParticleSolver(BaseSolver):
         kde_method: str = "binned",
         bandwidth: float | str = "scott",
         strategy: str | ParticleStrategy = "auto",
+        devices: Any = None,
     ) -> None:
         if isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)):
             raise TypeError(f"num_particles must be an int, got {num_particles!r}")
@@ -110,6 +121,7 @@ class FPParticleSolver(BaseSolver):
         self.seed = int(seed)
         self.kde_method = kde_method
         self.requested_strategy = strategy
+        self.devices = devices
         self.bandwidth = _bandwidth(problem, bandwidth, self.num_particles)
         super().__init__(problem, backend)
 
@@ -148,6 +160,9 @@ class FPParticleSolver(BaseSolver):
             edges = np.concatenate([p.x - 0.5 * p.dx, [p.x[-1] + 0.5 * p.dx]])
             self._cdf_edges = b.from_numpy(edges)
         self._kde = self._plan_kde(b) if self.kde_method == "binned" else None
+        self._sharding = None
+        if self.devices is not None:
+            self._sharding = _ParticleSharding(b, self.devices, self.num_particles)
         self._march_compiled = b.jit(self._march)
 
     def solve(self, U: Any = None) -> np.ndarray:
@@ -173,7 +188,9 @@ class FPParticleSolver(BaseSolver):
         U = b.array(U)
         if tuple(U.shape) != p.shape:
             raise ValueError(f"U must have shape {p.shape}, got {tuple(U.shape)}")
-        return self._march_compiled(U, b.random_key(self.seed))
+        if self._sharding is None:
+            return self._march_compiled(U, b.random_key(self.seed))
+        return self._sharding.run(self._march, U, b.random_key(self.seed))
 
     def _wrap_into_domain(self, X: Any, axis: int = 0) -> Any:
         """Reflect at no-flux walls (any number of times) or wrap periodically, along
@@ -189,8 +206,10 @@ class FPParticleSolver(BaseSolver):
         xp, n = b.xp, self.num_particles
         if p.dim == 1:
             key, u01 = b.uniform(key, (n,))
+            u01 = self._split(u01)
             return key, (self._wrap_into_domain(b.interp(u01, self._cdf, self._cdf_edges)),)
         key, u = b.uniform(key, (2, n))
+        u = self._split(u, axis=1)
         cells = int(self._cdf.shape[0]) - 1
         # cdf[c] <= u < cdf[c + 1] picks cell c with probability m0_c / sum(m0); where u
         # sits in that step is uniform on [0, 1): the position along x inside the cell.
@@ -229,7 +248,20 @@ class FPParticleSolver(BaseSolver):
         shift = b.interp_uniform_2d(X[0], X[1], starts, p.spacing, field)
         return shift[0], shift[1]
 
+    def _split(self, values: Any, axis: int = 0) -> Any:
+        """Particle values split over the devices along ``axis`` (unchanged unsharded)."""
+        return values if self._sharding is None else self._sharding.split(values, axis)
+
     def _density(self, X: tuple[Any, ...]) -> Any:
+        """The KDE of the particles on the grid, normalised to the mass of m0."""
+        if self._sharding is None:
+            density = self._kde_sum(X)
+        else:  # each device's particles, then one sum over the devices
+            density = self._sharding.sum_over_devices(self._kde_sum, X)
+        return density / (self.march_backend.xp.sum(density) * self.problem.cell_volume)
+
+    def _kde_sum(self, X: tuple[Any, ...]) -> Any:
+        """The particles' KDE up to a constant factor (``_density`` normalises it)."""
         b, p = self.march_backend, self.problem
         xp = b.xp
         if self._kde is not None:
@@ -259,7 +291,7 @@ class FPParticleSolver(BaseSolver):
             density = b.gaussian_kde(
                 grid, particles, self.bandwidth, method="exact", weights=weights
             )
-        return density / (xp.sum(density) * p.cell_volume)
+        return density
 
     def _march(self, U: Any, key: Any) -> Any:
         b, p = self.march_backend, self.problem
@@ -280,6 +312,7 @@ class FPParticleSolver(BaseSolver):
             moved = []
             for a in range(p.dim):
                 key, z = b.normal(key, (self.num_particles,))
+                z = self._split(z)
                 moved.append(self._wrap_into_domain(X[a] + shift[a] + noise_scale * z, a))
             return (tuple(moved), key), density
 
@@ -310,3 +343,120 @@ def _bandwidth(problem: MFGProblem, bandwidth: Any, num_particles: int) -> Any:
     if p.dim == 1:
         return widths[0]
     return tuple(widths * 2) if len(widths) == 1 else tuple(widths)
+
+
+class _ParticleSharding:
+    """Particles split over JAX devices (``FPParticleSolver(devices=...)``).
+
+    A one-axis ``Mesh`` of the devices (or the mesh given); the particle arrays are
+    split over all its axes by a ``NamedSharding``, the grid arrays (U, M, the KDE
+    plan) are replicated. Inside the compiled march, :meth:`split` pins a fresh draw to
+    the split, so each device draws its own share of the same global stream, and
+    :meth:`sum_over_devices` runs a per-device function under ``shard_map`` and
+    ``psum``s its grid-sized result.
+
+    The mesh may span several processes (``jax.distributed.initialize``): U and the
+    key enter as host values that every process holds alike, and M leaves as this
+    process's copy of the replicated result, so no array crosses between hosts
+    outside the compiled program.
+    """
+
+    def __init__(self, backend: BaseBackend, devices: Any, num_particles: int) -> None:
+        try:
+            import jax
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        except ImportError as err:
+            raise ImportError(
+                'devices= splits particles over JAX devices: pip install "mfg_pde[jax]"'
+            ) from err
+        probe = backend.from_numpy(np.zeros(1))
+        if not isinstance(probe, jax.Array):
+            raise ValueError(
+                f"devices= needs a backend whose arrays are JAX arrays (backend='jax'); the "
+                f"particle march runs on {backend!r}"
+            )
+        if isinstance(devices, Mesh):
+            mesh = devices
+        else:
+            mesh = Mesh(np.array(_pick_devices(jax, probe, devices)), ("particles",))
+        self.mesh = mesh
+        self.count = int(mesh.devices.size)
+        if num_particles % self.count:
+            raise ValueError(
+                f"num_particles ({num_particles}) must be a multiple of the number of "
+                f"devices ({self.count}) to split them evenly"
+            )
+        self._axes = tuple(mesh.axis_names)
+        self._spec = PartitionSpec
+        self._replicated = NamedSharding(mesh, PartitionSpec())
+        self._home = probe.sharding
+        self._jax = jax
+        self._compiled = None
+
+    def run(self, march: Any, U: Any, key: Any) -> Any:
+        """``march(U, key)`` compiled over the mesh; M on the backend's device."""
+        jax = self._jax
+        if self._compiled is None:
+            impl = jax.random.key_impl(key)
+            self._compiled = jax.jit(
+                lambda U, bits: march(U, jax.random.wrap_key_data(bits, impl=impl))
+            )
+        M = self._compiled(self._replicate(U), self._replicate(jax.random.key_data(key)))
+        # M is replicated: this process's first copy is all of it.
+        return jax.device_put(M.addressable_data(0), self._home)
+
+    def _replicate(self, x: Any) -> Any:
+        host = np.asarray(x)
+        return self._jax.make_array_from_callback(
+            host.shape, self._replicated, lambda index: host[index]
+        )
+
+    def split(self, values: Any, axis: int = 0) -> Any:
+        """``values`` split over the devices along ``axis`` (inside the march)."""
+        spec = [None] * values.ndim
+        spec[axis] = self._axes
+        sharding = self._jax.sharding.NamedSharding(self.mesh, self._spec(*spec))
+        return self._jax.lax.with_sharding_constraint(values, sharding)
+
+    def sum_over_devices(self, per_device: Any, X: tuple[Any, ...]) -> Any:
+        """``psum`` over the devices of ``per_device(X_local)``, a grid-sized array."""
+        jax, P = self._jax, self._spec
+
+        def local(*coords: Any) -> Any:
+            return jax.lax.psum(per_device(coords), self._axes)
+
+        specs = tuple(P(self._axes) for _ in X)
+        return jax.shard_map(local, mesh=self.mesh, in_specs=specs, out_specs=P())(*X)
+
+
+def _pick_devices(jax: Any, probe: Any, devices: Any) -> list:
+    """The devices that ``devices=`` (an int or a sequence of ``jax.Device``) names."""
+    platform = next(iter(probe.devices())).platform
+    available = jax.devices(platform)
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        if devices < 1:
+            raise ValueError(f"devices must be >= 1, got devices={devices}")
+        if devices > len(available):
+            hint = (
+                "; on the CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=N "
+                "before jax is imported for N host devices"
+                if platform == "cpu"
+                else ""
+            )
+            raise ValueError(
+                f"devices={devices} asks for more devices than the {len(available)} "
+                f"{platform} device(s) JAX sees{hint}"
+            )
+        return list(available[:devices])
+    try:
+        chosen = list(devices)
+    except TypeError:
+        chosen = None
+    if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
+        raise TypeError(
+            "devices must be None, an int, a sequence of jax.Device or a "
+            f"jax.sharding.Mesh, got {devices!r}"
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"devices lists a device twice: {chosen}")
+    return chosen
