@@ -40,6 +40,10 @@ def run(solver: Any, total: int, verbose: bool, callback: Any, checkpoint: Any) 
                     "them, and solver.solve() retries from there (a smaller actor_lr or "
                     "critic_lr often helps)."
                 ) from None
+            except BaseException:
+                # Interrupted (Ctrl-C) or failed: nothing half-trained is left behind.
+                solver.restore(good)
+                raise
             solver.iteration = k
             if checkpoint is not None:
                 solver.save(checkpoint)
