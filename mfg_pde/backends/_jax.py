@@ -151,6 +151,64 @@ class JAXBackend(BaseBackend):
         key, sub = jax.random.split(key)
         return key, jax.random.uniform(sub, tuple(shape), dtype=jnp.float64)
 
+    def ordered_grid_solver(
+        self, diag0: Any, lines: tuple, periodic: tuple, order_key: Any, transpose: bool
+    ) -> Any:
+        """On the CPU with numba: the NumPy backend's ordered Gauss-Seidel BiCGSTAB (see
+        :meth:`BaseBackend.ordered_grid_solver`), called from the compiled program with
+        ``jax.pure_callback``; None on a GPU or without numba.
+
+        The sweep is sequential, which XLA cannot express fast, and on the CPU the arrays
+        are in host memory anyway. The line-preconditioned BiCGSTAB needs ~28 iterations
+        per solve at 128² where the ordered sweep needs ~5: measured on the 2D hello
+        problem (128² x 100, shared 2-core EPYC, one run) jax took 165 s against numpy's
+        23-37 s before, 75 s (11 s of it compiling) against numpy's 37 s with the
+        callback. What remains is the callback's own cost, ~60-300 µs per call
+        (a jax array per argument crosses to Python; everything is therefore passed as
+        one stacked array). Batched (``vmap``) programs call it once per member.
+        """
+        host = _host_numpy() if self._device.platform == "cpu" else None
+        if host is None or host._kernels() is None:
+            return None
+        shape = tuple(order_key.shape)
+        results = (
+            jax.ShapeDtypeStruct(shape, jnp.float64),
+            jax.ShapeDtypeStruct((), jnp.int64),
+            jax.ShapeDtypeStruct((), jnp.bool_),
+        )
+
+        def solve(rhs: Any, x0: Any, atol: Any, max_iterations: int) -> tuple:
+            def on_host(fields: np.ndarray) -> tuple:
+                # jax hands the callback jax arrays; one conversion to NumPy here.
+                *flat, key, rhs, x0, scalars = np.asarray(fields)
+                ordered = host.ordered_grid_solver(
+                    float(scalars.flat[0]),
+                    (tuple(flat[:3]), tuple(flat[3:])),
+                    periodic,
+                    key,
+                    transpose,
+                )
+                x, iterations, converged = ordered(rhs, x0, float(scalars.flat[1]), max_iterations)
+                return (
+                    np.asarray(x, dtype=np.float64),
+                    np.asarray(iterations, dtype=np.int64),
+                    np.asarray(converged, dtype=np.bool_),
+                )
+
+            # One argument, not eleven: each argument of a callback costs ~30-90 µs
+            # (measured at 64²: ~300 µs with nine, ~60-90 µs with one stacked array);
+            # the last plane carries diag0 and atol.
+            scalars = jnp.zeros(shape, jnp.float64).at[0, 0].set(diag0).at[0, 1].set(atol)
+            fields = jnp.stack(
+                [
+                    jnp.broadcast_to(a, shape)
+                    for a in (*lines[0], *lines[1], order_key, rhs, x0, scalars)
+                ]
+            )
+            return jax.pure_callback(on_host, results, fields, vmap_method="sequential")
+
+        return solve
+
     def has_capability(self, name: str) -> bool:
         self._check_capability(name)
         gpu = self._device.platform == "gpu" or self._device.platform == "cuda"
@@ -190,3 +248,16 @@ class JAXBackend(BaseBackend):
             if devices:
                 return JAXBackend(devices[0])
         return None
+
+
+def _host_numpy() -> Any:
+    """The NumPy backend whose compiled CPU kernels the jax backend calls back into."""
+    global _HOST
+    if _HOST is None:
+        from mfg_pde.backends._numpy import NumpyBackend
+
+        _HOST = NumpyBackend()
+    return _HOST
+
+
+_HOST: Any = None

@@ -101,8 +101,9 @@ class LinearSolves:
         ones: ascending for ``A``, descending for ``A^T``. Returns
         ``solve(rhs, x0, atol, max_iterations) -> (x, iterations, converged)`` with the
         contract of :func:`~mfg_pde.alg.numerical._krylov.bicgstab`. A Gauss-Seidel
-        sweep in that order is sequential: only the numpy backend with numba provides
-        one.
+        sweep in that order is sequential: the numpy backend with numba provides one,
+        and torch and jax on the CPU call it (on the tensors' memory; through
+        ``jax.pure_callback``). On a GPU they return None.
         """
         return None
 
@@ -128,7 +129,8 @@ class LinearSolves:
         The signature and contract are those of
         :func:`mfg_pde.backends._numba_marches.hjb_march_noflux`: the whole backward march,
         Newton per level with Kelley's test, in one call. Backends that run array
-        operations one at a time on a CPU gain most (numpy with numba provides it).
+        operations one at a time on a CPU gain most (numpy with numba provides it, and
+        torch on the CPU calls it on the tensors' memory).
         """
         return None
 
