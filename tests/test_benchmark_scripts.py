@@ -33,3 +33,12 @@ def test_device_check_smoke_run_writes_every_section(tmp_path):
 @pytest.mark.slow
 def test_amr_solve_quick_run(tmp_path):
     load("amr_solve").main(["--quick", "--no-json", "--problems", "gather"])
+
+
+def test_scaling_quick_run_writes_its_record_and_picture(tmp_path):
+    output, picture = tmp_path / "scaling.json", tmp_path / "scaling.png"
+    args = ["--quick", "--backends", "numpy", "--output", str(output), "--plot", str(picture)]
+    rows = load("scaling").main(args)["rows"]
+    assert {r["dim"] for r in rows} == {1, 2} and all(r["per_iteration_s"] > 0 for r in rows)
+    assert json.loads(output.read_text())["results"] == json.loads(json.dumps(rows))
+    assert picture.stat().st_size > 0
