@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from kernels import machine_description, source_state  # noqa: E402
+from kernels import write_record  # noqa: E402
 
 from mfg_pde import solve_mfg  # noqa: E402
 from mfg_pde.problems import design_example  # noqa: E402
@@ -183,20 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
     output = (
         args.output or ROOT / "benchmarks" / "results" / f"rl-{device}-{os.cpu_count()}core.json"
     )
-    import json
-
-    record = {
-        "machine": machine_description(),
-        "source": source_state(),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
-        "note": "torch backend; the machine is shared with other jobs, timings are noisy",
-        "results": results,
-    }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(record, indent=2, default=float) + "\n")
-    print(f"wrote {output}")
+    note = "torch backend; the machine is shared with other jobs, timings are noisy"
+    write_record(output, args, load_before, note, results)
     return results
 
 
