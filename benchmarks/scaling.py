@@ -12,8 +12,9 @@ warms the caches, and reports the best of two timed solves divided by the iterat
 the cost of one HJB march, one FP march and the residual. Linear cost shows as a flat
 ``ns per unknown`` column (unknowns = grid points x time steps).
 
-A backend stops taking larger sizes once one cell costs more than ``--budget`` seconds
-(the row says so). Writes ``benchmarks/results/scaling-<device>.json`` and the picture
+A backend stops before a size whose cell would cost more than ``--budget`` seconds,
+predicted from the last cell and linear cost (the record lists the skipped sizes).
+Writes ``benchmarks/results/scaling-<device>.json`` and the picture
 ``docs/images/scaling.png`` (two panels, 1D and 2D, log-log).
 """
 
@@ -80,11 +81,15 @@ def run(backends: list[str], sizes_1d, sizes_2d, iterations: int, budget: float)
                     f"  {row['ns_per_unknown']:7.1f} ns/unknown  (first {row['first_s']:.1f} s)",
                     flush=True,
                 )
-                if row["first_s"] + 2 * row["per_iteration_s"] * iterations > budget:
-                    skipped = [m for m in sizes if m > n]
+                # The next size costs at least (its unknowns / these) times this cell.
+                larger = [m for m in sizes if m > n]
+                growth = (larger[0] / n) ** dim if larger else 1.0
+                cell = row["first_s"] + 2 * row["per_iteration_s"] * iterations
+                if cell * growth > budget:
+                    skipped = larger
                     if skipped:
                         rows.append({"backend": name, "dim": dim, "skipped": skipped})
-                        print(f"  {dim}D {name}: over the {budget:.0f} s budget, skips {skipped}")
+                        print(f"  {dim}D {name}: {skipped} would exceed the {budget:.0f} s budget")
                     break
     return rows
 
