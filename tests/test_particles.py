@@ -303,3 +303,47 @@ def test_strategy_on_a_cpu_backend(backend):
         assert np.isfinite(fp.solve()).all()
     with pytest.raises(ValueError, match="strategy"):
         FPParticleSolver(problem, backend=backend, num_particles=100, strategy="tpu")
+
+
+# -- draws made once, the compiled march -------------------------------------------------
+
+
+@pytest.mark.parametrize("boundary", ["noflux", "periodic"])
+def test_cached_draws_and_compiled_march_equal_the_step_by_step_march(backend, boundary):
+    """A solver draws its initial positions and Brownian increments once and reuses them
+    in every solve (the stream restarts from the seed each solve anyway); numpy with
+    numba, and torch and jax on the CPU, then march with one compiled call. The density
+    path equals the march that draws step by step from the seed: to the bit on numpy
+    (the same kernels' arithmetic in the same order), to round-off elsewhere (the KDE
+    smooths all levels in one batched product)."""
+    from mfg_pde.alg.numerical import _particle_draws as pd
+
+    problem = MFGProblem(
+        xmin=0.0, xmax=1.0, Nx=41, T=0.5, Nt=12, sigma=0.3, boundary=boundary,
+        initial_density=lambda x: np.exp(-40 * (x - 0.35) ** 2),
+        terminal_cost=lambda x: np.cos(2 * np.pi * x),
+    )  # fmt: skip
+    solver = FPParticleSolver(problem, backend=backend, num_particles=3_000, seed=5)
+    b = solver.march_backend
+    U = on(b, np.broadcast_to(np.cos(2 * np.pi * problem.x), problem.shape) * 1.0)
+    stepwise = b.to_numpy(solver._march_compiled(U, b.random_key(solver.seed)))
+    cached = solver.solve(U)
+    assert solver._draws is not None
+    if b.particle_march_kernel() is not None:
+        assert solver._compiled_1d is not None
+    again = solver.solve(U)  # the second solve reads the kept draws
+    np.testing.assert_array_equal(again, cached)
+    scale = np.abs(stepwise).max()
+    if b.is_host_numpy:
+        np.testing.assert_array_equal(cached, stepwise)
+    else:
+        np.testing.assert_allclose(cached, stepwise, rtol=0, atol=1e-12 * scale)
+    # Over the memory budget the draws are made inside each march, as before.
+    big = FPParticleSolver(problem, backend=backend, num_particles=3_000, seed=5)
+    budget = pd.DRAWS_CACHE_BYTES
+    try:
+        pd.DRAWS_CACHE_BYTES = 1024
+        np.testing.assert_array_equal(big.solve(U), stepwise)
+    finally:
+        pd.DRAWS_CACHE_BYTES = budget
+    assert big._draws is None

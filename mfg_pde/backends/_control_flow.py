@@ -67,6 +67,17 @@ class ControlFlow:
 
         return looped
 
+    def call_host(self, fn: Callable, shape: tuple, *arrays: Any) -> Any:
+        """``fn`` (NumPy arrays in, a float64 array of ``shape`` out) on ``arrays``, from
+        inside a compiled program where the backend has one.
+
+        The way to run a host kernel (numba) on a backend's arrays: the default converts
+        with ``to_numpy``/``from_numpy`` (no copy in for numpy and torch on the CPU); jax
+        calls it through ``jax.pure_callback``, so it may sit inside ``jit``, ``scan`` and
+        ``while_loop``. Meant for CPU devices, where the arrays are in host memory.
+        """
+        return self.from_numpy(fn(*(self.to_numpy(a) for a in arrays)))
+
     def synchronize(self, x: Any) -> Any:
         """Block until the device has computed ``x`` (an array or a tuple of them) and
         return it, so that a timer stopped afterwards covers the work.

@@ -193,6 +193,18 @@ class DensityEstimation:
             return BinnedKDE2D(self, axes, h, rtol, images=images, smoothing=smoothing)
         return BinnedKDE(self, axes, h, rtol, images=images, smoothing=smoothing)
 
+    def particle_march_kernel(self) -> Any:
+        """A compiled 1D particle march (host NumPy arrays in and out), or None (the
+        default) to march step by step with the array operations.
+
+        The signature and contract are those of
+        :func:`mfg_pde.backends._numba_marches.particle_march_1d`: every step's move,
+        fold and linear binning in one pass over the particles, all steps in one call.
+        The numpy backend with numba provides it; torch and jax on the CPU call the same
+        kernel (through :meth:`call_host`).
+        """
+        return None
+
     def _small_matmul(self, a: Any, b: Any) -> Any:
         """Product of small matrices (the banded KDE smoothing, batched over leading axes in
         2D; the chunks of the exact 2D KDE): ~10^6-10^7 flops."""

@@ -151,6 +151,24 @@ class JAXBackend(BaseBackend):
         key, sub = jax.random.split(key)
         return key, jax.random.uniform(sub, tuple(shape), dtype=jnp.float64)
 
+    def particle_march_kernel(self) -> Any:
+        """On the CPU with numba, the NumPy backend's compiled 1D particle march (called
+        through :meth:`call_host`); None on a GPU, where the scan of steps runs."""
+        if self._device.platform != "cpu":
+            return None
+        return _host_numpy().particle_march_kernel()
+
+    def call_host(self, fn: Callable, shape: tuple, *arrays: Any) -> Any:
+        """``jax.pure_callback``: usable inside compiled programs (see
+        :meth:`BaseBackend.call_host`); the callback receives NumPy arrays."""
+
+        def on_host(*values: Any) -> np.ndarray:
+            out = fn(*(np.asarray(v) for v in values))
+            return np.asarray(out, dtype=np.float64)
+
+        result = jax.ShapeDtypeStruct(tuple(shape), jnp.float64)
+        return jax.pure_callback(on_host, result, *arrays, vmap_method="sequential")
+
     def ordered_grid_solver(
         self, diag0: Any, lines: tuple, periodic: tuple, order_key: Any, transpose: bool
     ) -> Any:

@@ -253,6 +253,15 @@ class NumpyBackend(BaseBackend):
 
         return hjb_march_noflux
 
+    def particle_march_kernel(self) -> Any:
+        """With numba, the compiled 1D particle march (see
+        :meth:`BaseBackend.particle_march_kernel`)."""
+        if self._kernels() is None:
+            return None
+        from mfg_pde.backends._numba_marches import particle_march_1d
+
+        return particle_march_1d
+
     def upwind_terms_2d(self, u: Any, c: Any, counts: tuple, periodic: tuple) -> Any:
         """With numba, one compiled pass (see :meth:`BaseBackend.upwind_terms_2d`)."""
         kernels = self._kernels()

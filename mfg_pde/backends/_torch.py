@@ -183,6 +183,10 @@ class TorchBackend(BaseBackend):
         """
         return _NUMPY.hjb_march_kernel() if self._device.type == "cpu" else None
 
+    def particle_march_kernel(self) -> Any:
+        """On the CPU, the NumPy backend's compiled 1D particle march; None on a GPU."""
+        return _NUMPY.particle_march_kernel() if self._device.type == "cpu" else None
+
     def upwind_terms_2d(self, u: Any, c: Any, counts: tuple, periodic: tuple) -> Any:
         """On the CPU, the NumPy backend's compiled pass on the tensor's memory (see
         :meth:`BaseBackend.upwind_terms_2d`); None on a GPU."""

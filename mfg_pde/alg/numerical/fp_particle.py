@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from mfg_pde._problem import MFGProblem
+from mfg_pde.alg.numerical import _particle_draws as pd
 from mfg_pde.alg.numerical import _stencils as st
 from mfg_pde.alg.numerical._base import BaseSolver
 from mfg_pde.alg.numerical.particle_strategy import (
@@ -164,6 +165,8 @@ class FPParticleSolver(BaseSolver):
         if self.devices is not None:
             self._sharding = _ParticleSharding(b, self.devices, self.num_particles)
         self._march_compiled = b.jit(self._march)
+        self._draws: Any = None  # made by the first march that can keep them
+        self._compiled_1d: Any = None
 
     def solve(self, U: Any = None) -> np.ndarray:
         """Density path ``problem.shape`` for a value function (default: ``U[n] = g``).
@@ -188,9 +191,18 @@ class FPParticleSolver(BaseSolver):
         U = b.array(U)
         if tuple(U.shape) != p.shape:
             raise ValueError(f"U must have shape {p.shape}, got {tuple(U.shape)}")
-        if self._sharding is None:
+        if self._sharding is not None:
+            return self._sharding.run(self._march, U, b.random_key(self.seed))
+        if not pd.draws_fit(self.num_particles, p.Nt, p.dim):
             return self._march_compiled(U, b.random_key(self.seed))
-        return self._sharding.run(self._march, U, b.random_key(self.seed))
+        if self._draws is None:
+            self._draws = pd.make_draws(self)
+            kernel = b.particle_march_kernel() if self._kde is not None else None
+            if kernel is not None and p.dim == 1:
+                self._compiled_1d = b.jit(pd.compiled_march_1d(self, kernel, self._draws))
+        if self._compiled_1d is not None:
+            return self._compiled_1d(U)
+        return self._march_compiled(U, None, self._draws)
 
     def _wrap_into_domain(self, X: Any, axis: int = 0) -> Any:
         """Reflect at no-flux walls (any number of times) or wrap periodically, along
@@ -293,15 +305,22 @@ class FPParticleSolver(BaseSolver):
             )
         return density
 
-    def _march(self, U: Any, key: Any) -> Any:
+    def _march(self, U: Any, key: Any, draws: tuple | None = None) -> Any:
+        """The density path; the random inputs drawn from ``key``, or read from
+        ``draws`` (:func:`~mfg_pde.alg.numerical._particle_draws.make_draws`)."""
         b, p = self.march_backend, self.problem
         xp = b.xp
-        key, X0 = self._initial_positions(key)
+        if draws is None:
+            key, X0 = self._initial_positions(key)
+            inputs = U[:-1]
+        else:
+            X0, inputs = draws[0], (U[:-1], draws[1])
         noise_scale = p.sigma * math.sqrt(p.dt)
         step_scale = -p.dt / p.control_cost  # the drift -∇u / λ over one step
 
-        def time_step(carry, u):
+        def time_step(carry, step_inputs):
             X, key = carry
+            u = step_inputs if draws is None else step_inputs[0]
             # The density of the positions at the start of the step, X^n: on JAX a
             # loop-carried array is materialised, while the freshly computed X^{n+1}
             # would be fused into the binning's index and weight computations, and the
@@ -311,12 +330,15 @@ class FPParticleSolver(BaseSolver):
             shift = self._drift(u, X, step_scale)
             moved = []
             for a in range(p.dim):
-                key, z = b.normal(key, (self.num_particles,))
-                z = self._split(z)
-                moved.append(self._wrap_into_domain(X[a] + shift[a] + noise_scale * z, a))
+                if draws is None:
+                    key, z = b.normal(key, (self.num_particles,))
+                    increment = noise_scale * self._split(z)
+                else:
+                    increment = step_inputs[1][a]
+                moved.append(self._wrap_into_domain(X[a] + shift[a] + increment, a))
             return (tuple(moved), key), density
 
-        (X, _), densities = b.scan(time_step, (X0, key), U[:-1])
+        (X, _), densities = b.scan(time_step, (X0, key), inputs)
         return xp.concat([self._m0[None, ...], densities[1:], self._density(X)[None, ...]], axis=0)
 
 
