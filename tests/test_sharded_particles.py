@@ -184,6 +184,7 @@ def _free_port() -> str:
         return str(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_two_processes_joined_by_jax_distributed_equal_one_process():
     """jax.distributed.initialize on localhost, 2 processes x 2 CPU devices (gloo
     collectives): particles split over all 4 devices give the one-process path."""
