@@ -64,6 +64,8 @@ def tiny_solver(problem=None, **options):
         actor_steps=5,
         batch_size=64,
         warmup=1,
+        averaging=2,
+        final_agents=2_000,
         seed=3,
     )
     settings.update(options)
@@ -148,7 +150,10 @@ def test_exploitability_vanishes_for_the_pde_control_and_not_otherwise():
 def lq_run():
     lq = LinearQuadratic()
     problem = lq.problem(61, 25, xmin=-1.5, xmax=1.5)
-    result = ActorCriticSolver(problem, "torch", seed=0).solve()
+    # Lighter than the defaults (which are set for the quickstart problem, whose critic is
+    # harder to fit): the LQ value is a quadratic in x.
+    options = dict(outer_iterations=16, critic_steps=60, actor_steps=60, averaging=4)
+    result = ActorCriticSolver(problem, "torch", seed=0, final_agents=50_000, **options).solve()
     fdm = solve_mfg(problem, backend="numpy", use_anderson=True, tolerance=1e-9)
     return lq, problem, result, fdm
 
@@ -163,7 +168,7 @@ def test_lq_density_within_l1_of_the_equilibrium(lq_run):
 
 def test_lq_exploitability_below_one_percent(lq_run):
     _, _, result, _ = lq_run
-    assert 0 <= result.residuals["relative_exploitability"][-1] <= 0.01
+    assert 0 <= result.relative_exploitability <= 0.01
     assert result.converged
 
 
@@ -214,16 +219,10 @@ def quickstart_run():
 def test_quickstart_density_and_exploitability(quickstart_run):
     problem, result, M, _ = quickstart_run
     assert density_l1(result.M, M, problem.dx) <= 0.1
-    assert result.residuals["relative_exploitability"][-1] <= 0.01
+    assert 0 <= result.relative_exploitability <= 0.01
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="not met yet: the learned control is 13.7% (density-weighted relative L2) from "
-    "the converged FDM control on the quickstart problem with the default budget "
-    "(issue 22 asks for 10%); see docs/rl.md",
-)
 def test_quickstart_control_within_ten_percent(quickstart_run):
     problem, result, M, U = quickstart_run
     reference_control = -np.gradient(U, problem.dx, axis=1) / problem.control_cost
@@ -297,6 +296,8 @@ def test_divergence_stops_with_the_last_good_networks(monkeypatch):
         ("critic_steps", 0),
         ("batch_size", 0),
         ("damping", 1.5),
+        ("averaging", 0),
+        ("final_agents", 50),
         ("hidden", (32, 0)),
     ],
 )

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 FORMAT = "mfg_pde.ActorCriticSolver"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the averaged policy (version 1 files load without it)
 
 #: Options that fix the networks' shapes or the meaning of the saved state: a load
 #: keeps the saved values of these.
@@ -88,7 +88,11 @@ def load(cls: Any, path: str | os.PathLike, problem: Any, backend: Any, override
             "last_value",
             "iteration",
             "history",
+            "average",
+            "average_count",
+            "average_start",
         )
+        if key in document
     }
     state["generator"] = document["generator"]
     solver.restore(state)

@@ -45,6 +45,7 @@ def run(solver: Any, total: int, verbose: bool, callback: Any, checkpoint: Any) 
                 solver.restore(good)
                 raise
             solver.iteration = k
+            accumulate_average(solver, k, total)
             if checkpoint is not None:
                 solver.save(checkpoint)
             shown = {
@@ -132,6 +133,29 @@ def _outer_iteration(solver: Any, k: int, timings: dict[str, float]) -> dict[str
     for name, value in metrics.items():
         solver.history[name].append(float(value))
     return metrics
+
+
+def accumulate_average(solver: Any, k: int, total: int) -> None:
+    """Fold the actor's weights after iteration ``k`` into the running mean over the last
+    ``solver.averaging`` iterations of ``total`` (restarted when that window changes).
+
+    The learned control moves by a few percent from one outer iteration to the next
+    (the critic is refitted on fresh samples every round); averaging the weights of the
+    last iterations, as fictitious play averages policies, cancels much of that noise
+    (docs/rl.md has the measurements). The iterates are successive fine-tunings of one
+    network, so their weights stay in one basin and their mean is a good network.
+    """
+    first = max(1, total - solver.averaging + 1)
+    if k < first:
+        return
+    weights = {name: value.detach().clone() for name, value in solver.policy.state_dict().items()}
+    if solver.average is None or solver.average_start != first:
+        solver.average, solver.average_count, solver.average_start = weights, 1, first
+        return
+    solver.average_count += 1
+    for name, value in weights.items():
+        mean = solver.average[name]
+        mean += (value - mean) / solver.average_count
 
 
 def _relative_change(backend: Any, new: Any, old: Any) -> float:

@@ -63,7 +63,11 @@ class ActorCriticResult(MFGResult):
         :func:`~mfg_pde.alg.rl.exploitability`), ``"return"`` (mean return of the agents
         against the flow they learned from), ``"critic_loss"``, ``"actor_loss"``.
     converged : bool
-        Whether the last relative exploitability is at most 1%.
+        Whether the returned policy's relative exploitability is at most 1%.
+    relative_exploitability : float
+        The returned policy's exploitability against ``M``, divided by the value's range
+        (see :func:`~mfg_pde.alg.rl.exploitability`); :attr:`exploitability` is the
+        absolute one. The per-iteration ``residuals`` are the iterates' own.
     control : numpy.ndarray (Nt + 1, Nx)
         The learned control ``α(t_n, x_i)``.
     best_response_value, policy_value : numpy.ndarray (Nt + 1, Nx)
@@ -81,6 +85,8 @@ class ActorCriticResult(MFGResult):
     best_response_value: np.ndarray | None = None
     policy_value: np.ndarray | None = None
     policy: Policy | None = field(default=None, repr=False)
+    final_exploitability: float = float("nan")
+    relative_exploitability: float = float("nan")
 
     def __eq__(self, other: object) -> bool:
         return MFGResult.__eq__(self, other)
@@ -92,8 +98,8 @@ class ActorCriticResult(MFGResult):
 
     @property
     def exploitability(self) -> float:
-        """The final exploitability (``∫ m0 (u_α - u_BR)(0) dx``)."""
-        return float(self.residuals["exploitability"][-1])
+        """The returned policy's exploitability ``∫ m0 (u_α - u_BR)(0) dx`` against ``M``."""
+        return self.final_exploitability
 
     def plot(
         self, path: str | os.PathLike | None = None, reference: Any = None, **savefig_kwargs: Any
@@ -149,7 +155,7 @@ class ActorCriticResult(MFGResult):
         ax.set(xlabel="x", ylabel="α(t, x)", title=title)
         ax.legend(fontsize="small")
         fig.suptitle(
-            f"{self.solver}: exploitability {self.residuals['relative_exploitability'][-1]:.2%} "
+            f"{self.solver}: exploitability {self.relative_exploitability:.2%} "
             f"of the value range after {self.iterations} iterations, "
             f"{self.timings.get('total', float('nan')):.3g} s on {self.device}"
             if self.iterations
@@ -158,17 +164,52 @@ class ActorCriticResult(MFGResult):
         return _finish(fig, path, savefig_kwargs)
 
 
+def averaged_policy(solver: Any) -> Any:
+    """A copy of the actor with the averaged weights (the actor itself if none yet)."""
+    if solver.average is None:
+        return solver.policy
+    policy = copy.deepcopy(solver.policy)
+    policy.load_state_dict(solver.average)
+    return policy
+
+
+def final_density(solver: Any, policy: Any) -> Any:
+    """The density of ``final_agents`` agents following ``policy`` from ``m0``.
+
+    Drawn from its own random stream (seeded by the solver's seed): building a result
+    changes nothing in the training state, and the same state gives the same result.
+    The bandwidth is the training one scaled by Scott's rule ``N^(-1/5)``, at least ``dx``.
+    """
+    from mfg_pde.alg.rl._solver import simulate_population
+
+    b, p = solver.backend, solver.problem
+    scale = (solver.num_agents / solver.final_agents) ** 0.2
+    bandwidth = max(solver.bandwidth * scale, p.dx)
+    images = "periodic" if p.boundary == "periodic" else "reflect"
+    kde = b.binned_kde(p.x, bandwidth, images=images)
+    generator = b.random_key(solver.seed + 2)
+    return simulate_population(solver.env, policy, generator, solver.final_agents, kde)[1]
+
+
 def build_result(solver: Any, reason: str) -> ActorCriticResult:
-    """The result of the solver's current state (draws no random numbers)."""
+    """The result of the solver's current state: the averaged policy, its density with
+    ``final_agents`` agents, and the PDE referee's verdict on both."""
+    import torch
+
     from mfg_pde.alg.rl._exploitability import exploitability
 
     b, p = solver.backend, solver.problem
-    density = solver.last_density if solver.last_density is not None else solver.population
-    control = solver.control_on_grid()
+    policy = averaged_policy(solver)
+    if solver.iteration == 0:
+        density = solver.population
+    else:
+        density = final_density(solver, policy)
+    times, grid = b.from_numpy(p.t), b.from_numpy(p.x)
+    with torch.no_grad():
+        control = policy.mean(times[:, None], grid[None, :])
     gap = exploitability(p, density, control, b, hjb=solver.hjb)
     residuals = {name: np.asarray(v, dtype=np.float64) for name, v in solver.history.items()}
-    relative = residuals["relative_exploitability"]
-    converged = bool(relative.size and relative[-1] <= CONVERGED_EXPLOITABILITY)
+    converged = bool(solver.iteration and gap["relative"] <= CONVERGED_EXPLOITABILITY)
     return ActorCriticResult(
         U=b.to_numpy(solver.value_on_grid()),
         M=b.to_numpy(density),
@@ -187,5 +228,7 @@ def build_result(solver: Any, reason: str) -> ActorCriticResult:
         control=b.to_numpy(control),
         best_response_value=gap["best_response_value"],
         policy_value=gap["policy_value"],
-        policy=Policy(solver.policy, b),
+        policy=Policy(policy, b),
+        final_exploitability=gap["exploitability"],
+        relative_exploitability=gap["relative"],
     )

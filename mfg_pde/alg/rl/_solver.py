@@ -101,7 +101,10 @@ class ActorCriticSolver:
     with ``β_k = damping`` or, for ``damping="fictitious"``, ``1/(k + 1)`` (fictitious
     play). At every outer iteration the PDE solvers measure the exploitability of the
     mean policy against its own population ``m_k``
-    (:func:`~mfg_pde.alg.rl.exploitability`).
+    (:func:`~mfg_pde.alg.rl.exploitability`). The returned policy is the average of the
+    actor's weights over the last ``averaging`` outer iterations (it smooths the
+    iteration-to-iteration noise of the learned control), and the returned density is
+    that policy's, estimated with ``final_agents`` agents.
 
     Parameters
     ----------
@@ -125,7 +128,8 @@ class ActorCriticSolver:
         Learning rounds (simulate, fit the critic, improve the actor) per population
         update (>= 1); the first outer iteration runs ``warmup`` times as many.
     critic_steps, actor_steps : int
-        Adam steps per round (>= 1).
+        Adam steps per round (>= 1). The critic's fit is the accuracy bottleneck (see
+        docs/rl.md): fewer critic steps leave a biased critic and a biased control.
     batch_size : int
         Minibatch size of both updates (>= 1).
     damping : float in (0, 1] or "fictitious"
@@ -133,8 +137,16 @@ class ActorCriticSolver:
     warmup : int
         Multiplier of the first outer iteration's rounds (>= 1): the networks start from
         nothing then.
+    averaging : int
+        The returned policy averages the actor's weights over this many last outer
+        iterations (>= 1; 1 returns the last policy).
+    final_agents : int
+        Agents simulated for the returned density ``M`` (>= 100), with the bandwidth
+        scaled from ``bandwidth`` by Scott's rule ``(num_agents / final_agents)^(1/5)``
+        (at least the grid spacing).
     bandwidth : float or "scott"
-        KDE bandwidth of the population density (as in :class:`FPParticleSolver`).
+        KDE bandwidth of the population density during training (as in
+        :class:`FPParticleSolver`).
     initial_std, min_std : float
         The policy's exploration noise at the start and its floor, in units of ``L/T``.
     seed : int
@@ -164,13 +176,15 @@ class ActorCriticSolver:
         hidden: tuple[int, ...] = (32, 32),
         actor_lr: float = 1e-2,
         critic_lr: float = 1e-2,
-        outer_iterations: int = 16,
+        outer_iterations: int = 24,
         inner_iterations: int = 1,
-        critic_steps: int = 60,
-        actor_steps: int = 60,
+        critic_steps: int = 240,
+        actor_steps: int = 180,
         batch_size: int = 1024,
         damping: float | str = 0.5,
         warmup: int = 6,
+        averaging: int = 8,
+        final_agents: int = 200_000,
         bandwidth: float | str = "scott",
         initial_std: float = 0.1,
         min_std: float = 1e-3,
@@ -196,6 +210,8 @@ class ActorCriticSolver:
         self.actor_steps = _positive_int("actor_steps", actor_steps)
         self.batch_size = _positive_int("batch_size", batch_size)
         self.warmup = _positive_int("warmup", warmup)
+        self.averaging = _positive_int("averaging", averaging)
+        self.final_agents = _positive_int("final_agents", final_agents, 100)
         if damping != "fictitious" and not (
             isinstance(damping, (int, float)) and not isinstance(damping, bool) and 0 < damping <= 1
         ):
@@ -246,6 +262,11 @@ class ActorCriticSolver:
         self.population: Any = None  # m̄: the flow the agents learn against
         self.last_density: Any = None  # m_k: the density of the latest policy's agents
         self.last_value: Any = None  # the critic on the grid after the latest iteration
+        # The running mean of the actor's weights over the last `averaging` iterations
+        # (see _loop.accumulate_average): the policy the result returns.
+        self.average: dict[str, Any] | None = None
+        self.average_count = 0
+        self.average_start = 0
         self.timings: dict[str, float] = {}
 
     # -- evaluation ------------------------------------------------------------------
@@ -279,20 +300,10 @@ class ActorCriticSolver:
         """``(density, mean_return)`` of ``num_agents`` agents following the mean policy
         from ``m0``: the density ``(Nt + 1, Nx)`` on the grid (``m0`` itself at ``t = 0``)
         and their average return against the current flow. Advances the random stream."""
-        import torch
-
-        b, p, env = self.backend, self.problem, self.env
-        self.generator, x = env.initial_positions(self.generator, self.num_agents)
-        levels = [b.from_numpy(p.m0)]
-        total = torch.zeros_like(x)
-        with torch.no_grad():
-            for n in range(p.Nt):
-                self.generator, xi = b.normal(self.generator, x.shape)
-                x, reward = env.step(n, x, self.policy.mean(env.times[n], x), xi)
-                total = total + reward
-                levels.append(self._kde(x))
-            total = total + env.terminal_reward(x)
-        return torch.stack(levels), float(torch.mean(total))
+        self.generator, density, mean_return = simulate_population(
+            self.env, self.policy, self.generator, self.num_agents, self._kde
+        )
+        return density, mean_return
 
     # -- training --------------------------------------------------------------------
     def solve(
@@ -371,6 +382,9 @@ class ActorCriticSolver:
                 "population": self.population,
                 "last_density": self.last_density,
                 "last_value": self.last_value,
+                "average": self.average,
+                "average_count": self.average_count,
+                "average_start": self.average_start,
                 "iteration": self.iteration,
                 "history": self.history,
                 "generator": self.generator.get_state(),
@@ -386,6 +400,9 @@ class ActorCriticSolver:
         self.population = state["population"]
         self.last_density = state["last_density"]
         self.last_value = state["last_value"]
+        self.average = state.get("average")
+        self.average_count = int(state.get("average_count", 0))
+        self.average_start = int(state.get("average_start", 0))
         self.iteration = int(state["iteration"])
         self.history = {k: list(v) for k, v in state["history"].items()}
         self.generator.set_state(state["generator"])
@@ -410,6 +427,8 @@ class ActorCriticSolver:
             "batch_size": self.batch_size,
             "damping": self.damping,
             "warmup": self.warmup,
+            "averaging": self.averaging,
+            "final_agents": self.final_agents,
             "bandwidth": self.bandwidth,
             "initial_std": self.initial_std,
             "min_std": self.min_std,
@@ -421,6 +440,28 @@ class ActorCriticSolver:
             f"ActorCriticSolver({self.problem!r}, backend={self.backend!r}, "
             f"iteration={self.iteration}/{self.outer_iterations})"
         )
+
+
+def simulate_population(
+    env: MeanFieldEnv, policy: Any, generator: Any, num_agents: int, kde: Any
+) -> tuple[Any, Any, float]:
+    """``(generator, density, mean_return)``: ``num_agents`` agents follow ``policy.mean``
+    from ``m0`` through ``env``; ``density`` ``(Nt + 1, Nx)`` is ``kde`` of their positions
+    at every level (``m0`` itself at ``t = 0``), ``mean_return`` their average return."""
+    import torch
+
+    b, p = env.backend, env.problem
+    generator, x = env.initial_positions(generator, num_agents)
+    levels = [b.from_numpy(p.m0)]
+    total = torch.zeros_like(x)
+    with torch.no_grad():
+        for n in range(p.Nt):
+            generator, xi = b.normal(generator, x.shape)
+            x, reward = env.step(n, x, policy.mean(env.times[n], x), xi)
+            total = total + reward
+            levels.append(kde(x))
+        total = total + env.terminal_reward(x)
+    return generator, torch.stack(levels), float(torch.mean(total))
 
 
 def _evaluate(function: Any, backend: Any, t: Any, x: Any) -> Any:
