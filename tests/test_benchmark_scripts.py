@@ -42,3 +42,15 @@ def test_scaling_quick_run_writes_its_record_and_picture(tmp_path):
     assert {r["dim"] for r in rows} == {1, 2} and all(r["per_iteration_s"] > 0 for r in rows)
     assert json.loads(output.read_text())["results"] == json.loads(json.dumps(rows))
     assert picture.stat().st_size > 0
+
+
+def test_rl_quick_run_writes_its_record(tmp_path):
+    pytest.importorskip("torch")
+    output = tmp_path / "rl.json"
+    results = load("rl").main(
+        ["--quick", "--sections", "simulate,quickstart", "--output", str(output)]
+    )
+    final = results["quickstart"]["final"]
+    assert final["seconds"] > 0 and 0 <= final["l1"] <= 2 and final["sampling_l1"] >= 0
+    assert results["simulate"][0]["agents_per_s"] > 0
+    assert json.loads(output.read_text())["results"] == json.loads(json.dumps(results))
