@@ -38,7 +38,8 @@ def main() -> None:
     args = parser.parse_args()
 
     problem = design_example(Nx=41, Nt=10) if args.small else design_example(Nx=101, Nt=50)
-    options = dict(outer_iterations=3, warmup=2) if args.small else {}
+    small = dict(outer_iterations=3, warmup=2, critic_steps=60, actor_steps=60)
+    options = dict(small, final_agents=20_000) if args.small else {}
     solver = ActorCriticSolver(problem, "torch", **options)
     result = solver.solve(verbose=True)
     pde = solve_mfg(problem, use_anderson=True, tolerance=1e-8, max_iterations=300)
