@@ -138,7 +138,8 @@ def sweep(
 
     dask_client, owned = _connect(client, connect_timeout)
     try:
-        threads = sum(dask_client.nthreads().values()) if dask_client is not None else 1
+        # A cluster still starting (or scaling adaptively) may have no workers yet.
+        threads = 1 if dask_client is None else max(1, sum(dask_client.nthreads().values()))
         size = chunk_size or _auto_chunk_size(len(pending), threads)
         chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
         task = (problem, names, method, backend, options)

@@ -1,6 +1,6 @@
 """Benchmark running beyond one process: Dask sweeps and particles sharded over devices.
 
-Run ``python benchmarks/distributed.py [--quick] [--members 200] [--output PATH]``.
+Run ``python benchmarks/distributed_scaling.py [--quick] [--members 200] [--output PATH]``.
 
 **Sweep** (:func:`mfg_pde.distributed.sweep`): ``--members`` problems that differ in the
 congestion cost ``c`` in [0, 0.1] (FDM on numpy, Nx = 51, Nt = 30, tolerance 1e-6), solved
@@ -30,6 +30,9 @@ The machine is a shared 2-core VM: the client, the scheduler and two workers sha
 two cores, and other jobs run beside them (the load average before and after is in the
 record). Results go to stdout and to JSON (default
 ``benchmarks/results/distributed-cpu-2core.json``).
+
+(Not named ``distributed.py``: with ``benchmarks/`` on the import path, as the benchmark
+tests put it, that file would stand in for the ``distributed`` package that dask imports.)
 """
 
 from __future__ import annotations
@@ -45,13 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernels import write_record  # noqa: E402
-
-# This file's name is the dask.distributed package's: keep its folder off the import path,
-# or ``import distributed`` (inside dask) would find this script.
-sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != HERE]
 
 from mfg_pde import MFGProblem, solve_mfg_batch  # noqa: E402
 from mfg_pde.distributed import sweep  # noqa: E402
