@@ -12,7 +12,7 @@ from mfg_pde._result import MFGResult
 from mfg_pde.backends import BaseBackend, create_backend
 
 METHODS = ("fdm", "particle", "newton", "auto")
-_PARTICLE_OPTIONS = ("num_particles", "seed", "kde_method", "bandwidth", "strategy")
+_PARTICLE_OPTIONS = ("num_particles", "seed", "kde_method", "bandwidth", "strategy", "devices")
 _HJB_OPTIONS = ("newton_tolerance", "max_newton_iterations")
 _ITERATOR_OPTIONS = (
     "thetaUM",
@@ -81,7 +81,8 @@ def solve_mfg(
         residual's trend over this many iterations cannot meet the tolerances within
         ``max_iterations``, see :class:`FixedPointIterator`); for particles
         ``num_particles``, ``seed``, ``kde_method``,
-        ``bandwidth``, ``strategy``. ``verbose`` (False) shows a progress bar;
+        ``bandwidth``, ``strategy``, ``devices`` (JAX devices to split the particles
+        over, see :class:`FPParticleSolver`). ``verbose`` (False) shows a progress bar;
         ``callback(iteration, residuals)`` is called after every iteration and stops the
         solve by returning a true value (:meth:`FixedPointIterator.solve`).
 

@@ -228,3 +228,12 @@ def test_asking_for_more_devices_than_exist_is_refused_with_the_number_available
 def test_bad_devices_are_refused(backend, devices, error, match):
     with pytest.raises(error, match=match):
         FPParticleSolver(small_problem(), backend=backend, num_particles=100, devices=devices)
+
+
+def test_solve_mfg_passes_devices_to_the_particle_solver():
+    """``solve_mfg(method="particle", devices=...)`` reaches FPParticleSolver: a numpy
+    backend is refused as the solver itself refuses it (the sharded runs are above)."""
+    from mfg_pde import solve_mfg
+
+    with pytest.raises(ValueError, match="arrays are JAX arrays"):
+        solve_mfg(small_problem(), "particle", "numpy", devices=1, num_particles=200)

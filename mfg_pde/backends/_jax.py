@@ -57,7 +57,9 @@ class JAXBackend(BaseBackend):
         ``jax.Device``."""
         super().__init__()
         if device is None:
-            self._device = jax.devices()[0]
+            # This process's first device: after jax.distributed.initialize,
+            # jax.devices() lists every process's devices and [0] belongs to process 0.
+            self._device = jax.local_devices()[0]
         elif isinstance(device, str):
             self._device = jax.devices(device)[0]
         else:
