@@ -54,3 +54,12 @@ def test_rl_quick_run_writes_its_record(tmp_path):
     assert final["seconds"] > 0 and 0 <= final["l1"] <= 2 and final["sampling_l1"] >= 0
     assert results["simulate"][0]["agents_per_s"] > 0
     assert json.loads(output.read_text())["results"] == json.loads(json.dumps(results))
+
+
+def test_newton_backends_quick_run_writes_its_record(tmp_path):
+    output = tmp_path / "newton.json"
+    rows = load("newton_backends").main(
+        ["--quick", "--repeats", "1", "--backends", "numpy,numba", "--output", str(output)]
+    )
+    assert len(rows) == 4 and all(r["converged"] and r["best_s"] > 0 for r in rows)
+    assert json.loads(output.read_text())["results"] == json.loads(json.dumps(rows))

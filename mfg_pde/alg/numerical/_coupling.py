@@ -34,6 +34,7 @@ LOCAL_RTOL = 1e-12
 
 _jax_programs: dict[Any, Any] = {}
 _checked: dict[Any, str] = {}
+_local: dict[Any, bool] = {}
 
 
 def coupling_jacobian(problem: MFGProblem, M: np.ndarray) -> np.ndarray:
@@ -56,9 +57,25 @@ def coupling_jacobian(problem: MFGProblem, M: np.ndarray) -> np.ndarray:
     return np.stack(columns, axis=-1)
 
 
+def coupling_on_device(problem: MFGProblem) -> bool:
+    """Whether the backend Newton path may take ``∂f/∂m`` by the complex step on the
+    device: the cost is local (probed once, at the initial density frozen in time) and
+    the complex step differentiates it exactly (:func:`_route`). Otherwise the host
+    computes it (:func:`coupling_jacobian`) and the device gets a copy."""
+    key = _key(problem)
+    if key not in _local:
+        M = np.broadcast_to(problem.m0, (problem.Nt, problem.Nx)) + 0.0
+        _local[key] = _route(problem) == "complex" and coupling_jacobian(problem, M).ndim == 2
+    return _local[key]
+
+
+def _key(problem: MFGProblem) -> tuple:
+    return (problem.running_cost, problem.Nx, problem.Nt, tuple(problem.cost_parameters))
+
+
 def _route(problem: MFGProblem) -> str:
     """ "complex" or "jax": how this running cost is differentiated (decided once)."""
-    key = (problem.running_cost, problem.Nx, problem.Nt, tuple(problem.cost_parameters))
+    key = _key(problem)
     if key in _checked:
         return _checked[key]
     M = np.broadcast_to(problem.m0, (problem.Nt, problem.Nx)) + 0.0
@@ -106,7 +123,7 @@ def _jvp_jax(problem: MFGProblem, M: np.ndarray, direction: np.ndarray) -> np.nd
     import jax
     import jax.numpy as jnp
 
-    key = (problem.running_cost, problem.Nx, problem.Nt, tuple(problem.cost_parameters))
+    key = _key(problem)
     program = _jax_programs.get(key)
     if program is None:
         f = problem.running_cost

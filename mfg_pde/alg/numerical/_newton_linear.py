@@ -69,8 +69,19 @@ def linear_step(
         if not residual <= max(rtol * b_norm, atol) * (1.0 + 1e-8):
             info["solver"] = "lu (gmres did not converge)"
     if info["solver"] != "gmres":
-        levelwise = np.stack([F, G], axis=1).ravel()
-        step = spla.splu(packed(problem, blocks), permc_spec=ordering).solve(-levelwise)
-        step = np.concatenate([step.reshape(Nt, 2, Nx)[:, k].ravel() for k in (0, 1)])
+        du, dm = lu_step(problem, blocks, F, G, ordering)
         info["residual"] = 0.0
+        return du, dm, info
     return step[:size].reshape(Nt, Nx), step[size:].reshape(Nt, Nx), info
+
+
+def lu_step(
+    problem: MFGProblem, blocks: list, F: np.ndarray, G: np.ndarray, ordering: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact Newton step ``(dU, dM)``, each ``(Nt, Nx)``, by SuperLU on the packed
+    (level by level) Jacobian with column ordering ``ordering``."""
+    Nt, Nx = problem.Nt, problem.Nx
+    levelwise = np.stack([F, G], axis=1).ravel()
+    step = spla.splu(packed(problem, blocks), permc_spec=ordering).solve(-levelwise)
+    step = step.reshape(Nt, 2, Nx)
+    return np.ascontiguousarray(step[:, 0]), np.ascontiguousarray(step[:, 1])

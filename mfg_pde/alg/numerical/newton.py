@@ -11,14 +11,20 @@ import scipy.sparse as sp
 from mfg_pde._problem import MFGProblem
 from mfg_pde._result import MFGResult
 from mfg_pde.alg.numerical._base import check_solve_arguments, initial_iterate, problem_arrays
+from mfg_pde.alg.numerical._newton_device import DeviceNewton
+from mfg_pde.alg.numerical._newton_iteration import (  # noqa: F401  (documented here)
+    ARMIJO,
+    EW_GAMMA,
+    EW_MAX,
+    MAX_HALVINGS,
+    newton_attempt,
+)
 from mfg_pde.alg.numerical._newton_jacobian import linearisation, packed
 from mfg_pde.alg.numerical._newton_linear import linear_step
 from mfg_pde.alg.numerical._residual import make_equation_residual
 from mfg_pde.backends import BaseBackend, create_backend
 from mfg_pde.utils.progress import Callback, Progress
 
-#: Armijo constant of the backtracking line search on ``||R||_2``.
-ARMIJO = 1e-4
 #: SuperLU's column ordering: on the space-time Jacobian (Nx = 101, Nt = 50, 2-core
 #: CPU) MMD on AᵀA factorised in 40-55 ms with 1.0e6 nonzeros in L + U, against 60-110 ms
 #: and 1.2e6 for COLAMD (SuperLU's default) and 16 s for MMD on Aᵀ + A.
@@ -27,8 +33,6 @@ COLUMN_ORDERING = "MMD_ATA"
 #: CONTINUATION_DOUBLINGS times until Newton converges there), or, for σ = 0, at
 #: CONTINUATION_START_SIGMA times the length of the domain.
 CONTINUATION_DOUBLINGS, CONTINUATION_START_SIGMA = 4, 0.05
-#: Step halvings before the line search gives up (smallest step 2**-12).
-MAX_HALVINGS = 12
 #: GMRES restart length and restart cycles: at most 4 x 50 iterations per Newton step
 #: before the step falls back to the sparse LU. Measured on the preconditioned systems
 #: (to a relative residual of 1e-10): 31-48 iterations at every grid from 101 x 50 to
@@ -36,11 +40,6 @@ MAX_HALVINGS = 12
 #: of the attractive hello problem, but no convergence in 1200 at that problem's default
 #: start (a nearly singular Jacobian, where only the LU helps).
 GMRES_RESTART, GMRES_CYCLES = 50, 4
-#: Eisenstat-Walker forcing terms ("choice 2"): the linear solve of Newton step k stops
-#: at a relative residual eta_k = EW_GAMMA (|R_k| / |R_{k-1}|)^2, safeguarded and at
-#: most EW_MAX (EW_MAX at the first step). Loose far from the solution, tight near it:
-#: the outer iteration stays quadratic.
-EW_GAMMA, EW_MAX = 0.9, 1e-2
 LINEAR_SOLVERS = ("gmres", "lu")
 
 
@@ -110,15 +109,23 @@ class NewtonSolver:
     there, and Newton from a Picard iterate with equation residual 0.2 converges in 3
     steps. ``solve_mfg(method="auto")`` orders the methods that way.
 
-    Where it runs: the Newton iteration itself (residuals, Jacobian, linear solve) runs on
-    the host with NumPy/SciPy for every backend; the backend given computes the
-    initial guess (an HJB and an FP march) and the arrays are converted in and out.
+    Where it runs: on numpy and numba, the SciPy reference path (the Jacobian assembled
+    as a sparse matrix; GMRES or SuperLU). On the other backends (jax, torch, any whose
+    arrays are not host NumPy arrays) the whole iteration runs on the backend's arrays:
+    residuals, matrix-free Jacobian-vector products, the decoupled marches that
+    precondition GMRES, and GMRES itself
+    (:mod:`~mfg_pde.alg.numerical._newton_device`); a few scalars per step cross to the
+    host. Only the sparse LU (``linear_solver="lu"``, or the fallback when GMRES does
+    not converge) copies to the host, and the result then carries a warning. Measured
+    (``benchmarks/newton_backends.py``): the same Newton steps and solutions within
+    4e-10 of numpy's at tolerance 1e-8.
 
     Parameters
     ----------
     problem : MFGProblem
     backend : str, BaseBackend or None
-        Runs the initial marches; None chooses automatically.
+        Runs the initial marches and (see above) the iteration; None chooses
+        automatically.
     continuation : bool
         Continue in σ when Newton from the initial guess fails.
     attempt_iterations : int
@@ -168,6 +175,10 @@ class NewtonSolver:
         self._residual = make_equation_residual(
             self._host, problem.running_cost, problem.boundary == "periodic"
         )
+        # Host NumPy backends take the SciPy reference path; the others keep the
+        # iteration on their own arrays (see "Where it runs").
+        self._device = None if self.backend.is_host_numpy else DeviceNewton(problem, self.backend)
+        self._work = self._host if self._device is None else self.backend
 
     @property
     def name(self) -> str:
@@ -233,7 +244,7 @@ class NewtonSolver:
         if initial is None:
             U, M = self._picard_pass()
         else:
-            U, M = initial_iterate(p, self.backend, initial)
+            U, M = (self._work.array(v) for v in initial_iterate(p, self.backend, initial))
         timings["initial"] = time.perf_counter() - t0
 
         history = {"U": [], "M": [], "hjb": [], "fp": []}
@@ -269,7 +280,7 @@ class NewtonSolver:
                     out = {**out, "U": first["U"], "M": first["M"]}
         finally:
             progress.close()
-        U, M = out["U"], out["M"]
+        U, M = (np.asarray(self._work.to_numpy(v), dtype=np.float64) for v in (out["U"], out["M"]))
         steps = len(stages) - 1
         if out["converged"]:
             reason = f"discrete equation residuals below tolerance={tolerance:g}"
@@ -297,21 +308,23 @@ class NewtonSolver:
             timings=timings,
             solver=self.name,
             problem={**p.parameters(), "dx": p.dx, "dt": p.dt},
-            warnings=["the Newton iteration ran on the host (NumPy/SciPy)"]
-            if not self.backend.is_host_numpy
-            else [],
+            warnings=_host_warnings(stages, self._device is not None),
             method="newton",
             stages=stages,
         )
 
-    def _picard_pass(self) -> tuple[np.ndarray, np.ndarray]:
+    def _picard_pass(self) -> tuple[Any, Any]:
         """``U = HJB(m0 frozen in time)``, ``M = FP(U)``: the default starting point,
-        computed by the FDM marches on the solver's backend."""
+        computed by the FDM marches on the solver's backend (host arrays on the
+        reference path, backend arrays otherwise)."""
         from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
         from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
 
-        U = HJBFDMSolver(self.problem, self.backend).solve()
-        return U, FPFDMSolver(self.problem, self.backend).solve(U)
+        if self._device is None:
+            U = HJBFDMSolver(self.problem, self.backend).solve()
+            return U, FPFDMSolver(self.problem, self.backend).solve(U)
+        U = HJBFDMSolver(self.problem, self.backend).solve_backend()
+        return U, FPFDMSolver(self.problem, self.backend).solve_backend(U)
 
     def _at_sigma(self, sigma: float) -> NewtonSolver:
         return NewtonSolver(
@@ -367,86 +380,28 @@ class NewtonSolver:
         return out
 
     def _newton(self, U, M, tolerance, limit, history, timings, progress) -> dict:
-        """Damped Newton on this solver's problem; at most ``limit`` steps."""
-        p = self.problem
-        Nx = p.Nx
-        U, M = U.copy(), M.copy()
+        """Damped Newton on this solver's problem; at most ``limit`` steps
+        (:func:`~mfg_pde.alg.numerical._newton_iteration.newton_attempt`)."""
+        residual = self.residual if self._device is None else self._device.residual
 
-        def packed(F, G):
-            return np.stack([F, G], axis=1).ravel()
+        def step(U, M, F, G, rtol, atol):
+            return self._linear_step(U, M, F, G, rtol, atol, timings)
 
-        F, G = self.residual(U, M)
-        norm = np.linalg.norm(packed(F, G))
-        hjb, fp, steps, linear = [], [], [], []
-        eta, previous_norm = EW_MAX, norm
-        reason, stopped, finite = "", False, bool(np.isfinite(norm))
-        k = 0
-        while True:
-            rh, rf = float(np.max(np.abs(F))), float(np.max(np.abs(G)))
-            if not np.isfinite(norm):
-                reason = "non-finite residual at the starting point"
-                break
-            if rh <= tolerance and rf <= tolerance:
-                return {
-                    "U": U, "M": M, "converged": True, "iterations": k, "reason": "converged",
-                    "hjb": hjb, "fp": fp, "steps": steps, "stopped": False, "finite": True,
-                    "linear": linear,
-                }  # fmt: skip
-            if k >= limit:
-                reason = (
-                    f"{limit} Newton iterations at sigma={p.sigma:g} left residuals HJB {rh:.2e}, "
-                )
-                reason += f"FP {rf:.2e}"
-                break
-            if linear:  # Eisenstat-Walker choice 2, with its safeguard
-                eta_next = EW_GAMMA * (norm / previous_norm) ** 2
-                if EW_GAMMA * eta**2 > 0.1:
-                    eta_next = max(eta_next, EW_GAMMA * eta**2)
-                eta = min(EW_MAX, eta_next)
-            try:
-                dU_n, dM_n, info = self._linear_step(U, M, F, G, eta, 0.1 * tolerance, timings)
-            except RuntimeError as err:  # exactly singular factor
-                reason = f"singular Jacobian at sigma={p.sigma:g} ({err})"
-                break
-            linear.append(info)
-            dU = np.concatenate([dU_n, np.zeros((1, Nx))])
-            dM = np.concatenate([np.zeros((1, Nx)), dM_n])
-            alpha, accepted = 1.0, False
-            for _ in range(MAX_HALVINGS + 1):
-                U_try, M_try = U + alpha * dU, M + alpha * dM
-                F_try, G_try = self.residual(U_try, M_try)
-                norm_try = np.linalg.norm(packed(F_try, G_try))
-                if np.isfinite(norm_try) and norm_try <= (1.0 - ARMIJO * alpha) * norm:
-                    accepted = True
-                    break
-                alpha *= 0.5
-            k += 1
-            if not accepted:
-                reason = f"line search stalled at sigma={p.sigma:g} (no decrease down to step 2^-"
-                reason += f"{MAX_HALVINGS}; residual norm {norm:.2e})"
-                break
-            history["U"].append(alpha * _ratio(dU, U_try))
-            history["M"].append(alpha * _ratio(dM, M_try))
-            previous_norm = norm
-            U, M, F, G, norm = U_try, M_try, F_try, G_try, norm_try
-            rh, rf = float(np.max(np.abs(F))), float(np.max(np.abs(G)))
-            history["hjb"].append(rh)
-            history["fp"].append(rf)
-            hjb.append(rh)
-            fp.append(rf)
-            steps.append(alpha)
-            if progress.active and progress.update(len(history["hjb"]), {"hjb": rh, "fp": rf}):
-                reason, stopped = progress.stop_reason, True
-                break
-        return {
-            "U": U, "M": M, "converged": False, "iterations": k, "reason": reason,
-            "hjb": hjb, "fp": fp, "steps": steps, "stopped": stopped, "finite": finite,
-            "linear": linear,
-        }  # fmt: skip
+        return newton_attempt(
+            self._work, residual, step, self.problem.sigma, U, M, tolerance, limit, history,
+            progress,
+        )  # fmt: skip
 
     def _linear_step(self, U, M, F, G, rtol, atol, timings) -> tuple:
         """The Newton step ``(dU^0..dU^{Nt-1}, dM^1..dM^Nt)`` solving ``J s = -(F, G)``
-        (:func:`~mfg_pde.alg.numerical._newton_linear.linear_step`), and a record of how."""
+        (:func:`~mfg_pde.alg.numerical._newton_linear.linear_step`, or matrix-free on
+        the backend: :class:`~mfg_pde.alg.numerical._newton_device.DeviceNewton`), and a
+        record of how."""
+        if self._device is not None:
+            return self._device.step(
+                U, M, F, G, rtol, atol, timings, self.linear_solver, GMRES_RESTART,
+                GMRES_CYCLES, COLUMN_ORDERING,
+            )  # fmt: skip
         t0 = time.perf_counter()
         blocks, parts = self._linearisation(U, M)
         timings["jacobian"] += time.perf_counter() - t0
@@ -469,5 +424,9 @@ class NewtonSolver:
         return step
 
 
-def _ratio(step: np.ndarray, new: np.ndarray) -> float:
-    return float(np.linalg.norm(step) / max(np.linalg.norm(new), 1e-300))
+def _host_warnings(stages: list, on_device: bool) -> list[str]:
+    """The result's warning when a backend's Newton step was taken on the host."""
+    lu = sum(step.get("host", False) for stage in stages for step in stage["linear"])
+    if not (on_device and lu):
+        return []
+    return [f"{lu} Newton step(s) were solved by the sparse LU on the host (copied there and back)"]
