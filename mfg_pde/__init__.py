@@ -5,7 +5,7 @@ when that backend is created.
 """
 
 from mfg_pde._io import load
-from mfg_pde._problem import MFGProblem
+from mfg_pde._problem import MFGProblem, vectorized_cost
 from mfg_pde._result import MFGResult
 from mfg_pde._solve import solve_mfg, solve_mfg_batch
 from mfg_pde._version import __version__
@@ -20,4 +20,5 @@ __all__ = [
     "load",
     "solve_mfg",
     "solve_mfg_batch",
+    "vectorized_cost",
 ]

@@ -11,6 +11,58 @@ import numpy as np
 BOUNDARIES = ("noflux", "periodic")
 
 
+#: The attribute :func:`vectorized_cost` sets on a running cost.
+_VECTORIZED = "__mfg_pde_vectorized__"
+
+
+def vectorized_cost(f: Callable) -> Callable:
+    """Declare that running cost ``f`` also takes every time level at once; returns ``f``.
+
+    Use as a decorator. A running cost's contract is one density profile per call,
+    ``f(x, m, t)`` with ``m`` of the grid's shape and ``t`` a float, so a nonlocal cost
+    may reduce over the whole of ``m`` (``(x * m).sum() * dx``). A cost declared
+    vectorized promises more: called with the levels stacked, ``m`` of shape
+    ``(k, *grid)`` and ``t`` of shape ``(k, 1, ...)`` (one value per level, broadcast
+    over the grid), it returns what the ``k`` calls level by level would, stacked.
+    Elementwise costs (``V(x) + c * m``) are; a nonlocal one is when its reductions run
+    over the grid's axes only (``(x * m).sum(axis=-1, keepdims=True) * dx`` in 1D).
+
+    What it buys: the numpy and numba backends then evaluate the cost once per sweep
+    over the time levels instead of once per level, which on the 1D hello problem
+    (101 x 50) was ~30% of a whole solve (25.5 -> 17.3 ms, the same answer to the bit).
+    jax and torch already batch the levels with their ``vmap`` and ignore it.
+
+    :class:`MFGProblem` checks the declaration when the problem is built, on three
+    levels with different densities and times against the level-by-level calls, and
+    refuses a cost that disagrees (a ``.sum()`` over all axes shows there). That check
+    catches mistakes, not every conceivable cost: a cost that branches on a reduction
+    (``if m.max() > 5``) can agree on the check and differ later, so declare only costs
+    whose arithmetic is per level.
+
+    Example::
+
+        @vectorized_cost
+        def congestion(x, m, t, c):
+            return c * m
+    """
+    if not callable(f):
+        raise TypeError(f"vectorized_cost takes a callable, got {type(f).__name__}")
+    try:
+        setattr(f, _VECTORIZED, True)
+    except (AttributeError, TypeError) as err:
+        raise TypeError(
+            f"cannot mark {f!r} as a vectorized cost (it takes no attributes): "
+            "wrap it in a def and decorate that"
+        ) from err
+    return f
+
+
+def is_vectorized_cost(f: Any) -> bool:
+    """Whether ``f`` was declared with :func:`vectorized_cost`."""
+    return getattr(f, _VECTORIZED, False) is True
+
+
+@vectorized_cost
 def _default_running_cost(*coords_m_t: Any) -> Any:
     return 0.2 * coords_m_t[-2]
 
@@ -72,7 +124,9 @@ class MFGProblem:
         Receives backend arrays (the grid and the density profile at time ``t``) and
         a float ``t``; returns an array of shape ``(Nx,)`` or a scalar. Write it with
         plain arithmetic and ``.sum()`` so it runs on every backend: local couplings
-        (``V(x) + c * m``) and nonlocal ones (``(x * m).sum() * dx``) both work.
+        (``V(x) + c * m``) and nonlocal ones (``(x * m).sum() * dx``) both work. A cost
+        that also takes all levels at once may say so with :func:`vectorized_cost`
+        (faster on numpy and numba; checked here).
     terminal_cost : callable ``g(x)`` or array (Nx,)
         Evaluated once on the host with a NumPy array.
     initial_density : callable ``m0(x)`` or array (Nx,)
@@ -281,6 +335,45 @@ class MFGProblem:
             )
         if not np.all(np.isfinite(f)):
             raise ValueError("running_cost returned non-finite values at t=0 with m = m0")
+        if is_vectorized_cost(self.running_cost):
+            self._check_vectorized_cost(names)
+
+    def _check_vectorized_cost(self, names: str) -> None:
+        """A cost declared with :func:`vectorized_cost` must give, on three stacked
+        levels (densities ``m0`` scaled by 0.5, 1, 1.5 and tilted differently, times 0,
+        T/2, T), what it gives level by level."""
+        levels = 3
+        column = (levels,) + (1,) * self.dim
+        tilt = np.linspace(-1.0, 1.0, self.m0.size).reshape(self.grid_shape)
+        scale = np.linspace(0.5, 1.5, levels).reshape(column)
+        M = scale * self.m0 * (1.0 + 0.25 * scale * tilt)
+        t = np.linspace(0.0, self.T, levels)
+        zero = np.zeros((levels, *self.grid_shape))
+        by_level = zero + np.stack(
+            [
+                np.zeros(self.grid_shape)
+                + self.running_cost(*self.coords, M[n], float(t[n]), **self.cost_parameters)
+                for n in range(levels)
+            ]
+        )
+        try:
+            stacked = zero + np.asarray(
+                self.running_cost(*self.coords, M, t.reshape(column), **self.cost_parameters),
+                dtype=np.float64,
+            )
+        except Exception as err:
+            raise ValueError(
+                f"running_cost is declared vectorized_cost but failed with the time levels "
+                f"stacked (m of shape {M.shape}, t of shape {column}): {err}"
+            ) from err
+        gap = float(np.max(np.abs(stacked - by_level)))
+        if not gap <= 1e-12 * max(1.0, float(np.max(np.abs(by_level)))):
+            raise ValueError(
+                f"running_cost is declared vectorized_cost, but on stacked time levels it "
+                f"differs from running_cost({names}) level by level (max difference "
+                f"{gap:.3g}): a reduction over all axes (.sum(), .max()) mixes the levels; "
+                "reduce over the grid's axes (axis=-1 in 1D) or drop the declaration"
+            )
 
 
 def _domain(domain: Any, xmin: Any, xmax: Any) -> tuple[tuple[float, float], ...]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mfg_pde._problem import MFGProblem
+from mfg_pde._problem import MFGProblem, vectorized_cost
 
 __all__ = [
     "EXAMPLES",
@@ -40,6 +40,7 @@ def design_example(**overrides: Any) -> MFGProblem:
     return MFGProblem(**overrides)
 
 
+@vectorized_cost
 def _hello_running_cost(x: Any, m: Any, t: Any) -> Any:
     return -0.5 * m
 
@@ -80,6 +81,7 @@ def hello_example(**overrides: Any) -> MFGProblem:
     return MFGProblem(**params)
 
 
+@vectorized_cost
 def _hello_2d_running_cost(x: Any, y: Any, m: Any, t: Any) -> Any:
     return -0.5 * m
 
@@ -126,6 +128,7 @@ def hello_2d_example(**overrides: Any) -> MFGProblem:
 _CROWD_EXIT = (1.0, 0.5)
 
 
+@vectorized_cost
 def _crowd_running_cost(x: Any, y: Any, m: Any, t: Any, c: Any) -> Any:
     return c * m
 
@@ -175,6 +178,7 @@ def crowd_2d_example(**overrides: Any) -> MFGProblem:
 _GATHER_TARGET = (0.65, 0.5)
 
 
+@vectorized_cost
 def _gather_running_cost(x: Any, y: Any, m: Any, t: Any, k: Any, c: Any) -> Any:
     return k * ((x - _GATHER_TARGET[0]) ** 2 + (y - _GATHER_TARGET[1]) ** 2) + c * m
 

@@ -10,10 +10,10 @@ import warnings
 import numpy as np
 import pytest
 
-from mfg_pde import MFGProblem, solve_mfg, solve_mfg_batch
+from mfg_pde import MFGProblem, solve_mfg, solve_mfg_batch, vectorized_cost
 from mfg_pde.alg.numerical import FixedPointIterator, FPFDMSolver, HJBFDMSolver
 from mfg_pde.backends import BaseBackend
-from mfg_pde.problems import hello_example
+from mfg_pde.problems import hello_2d_example, hello_example
 
 
 def hello(**overrides) -> MFGProblem:
@@ -315,3 +315,69 @@ def test_running_costs_of_all_levels_keep_the_one_profile_contract(backend):
     ):
         f = running_costs(b, cost, arrays, b.from_numpy(M), b.from_numpy(t))
         np.testing.assert_allclose(b.to_numpy(f), np.stack(expected), rtol=1e-14)
+
+
+def test_a_vectorized_cost_is_called_once_for_all_levels_with_the_same_values(backend):
+    """A cost declared with ``vectorized_cost`` gives the levels' costs of the per-level
+    contract on every backend (numpy and numba call it once, with ``t`` a column; the
+    others map it as before), in 1D and 2D."""
+    from mfg_pde.alg.numerical._base import problem_arrays, running_costs
+
+    calls = []
+
+    @vectorized_cost
+    def cost(*coords_m_t, c):
+        calls.append(1)
+        *coords, m, t = coords_m_t
+        return c * m + sum(coords) * t
+
+    def by_level(*coords_m_t, c):
+        *coords, m, t = coords_m_t
+        return c * m + sum(coords) * t
+
+    rng = np.random.default_rng(5)
+    for problem in (hello_example(Nx=41, Nt=20), hello_2d_example(Nx=(12, 9), Nt=6)):
+        problems = [
+            problem.replace(running_cost=f, cost_parameters={"c": 0.7}) for f in (cost, by_level)
+        ]
+        arrays = problem_arrays(problems[0], backend)
+        M = rng.uniform(0.1, 2.0, size=(problem.Nt, *problem.grid_shape))
+        t = problem.t[1:]
+        calls.clear()
+        got = running_costs(backend, cost, arrays, backend.from_numpy(M), backend.from_numpy(t))
+        want = running_costs(
+            backend, by_level, arrays, backend.from_numpy(M), backend.from_numpy(t)
+        )
+        np.testing.assert_allclose(
+            backend.to_numpy(got), backend.to_numpy(want), rtol=1e-15, atol=0
+        )
+        if backend.is_host_numpy:
+            assert len(calls) == 1
+
+
+def test_a_wrong_vectorized_declaration_is_refused_when_the_problem_is_built():
+    """A nonlocal cost whose ``.sum()`` runs over all axes mixes the levels when they are
+    stacked: declared vectorized, it is refused by name before any solve; the same cost
+    reducing over the grid's axis is accepted and solves as the undeclared cost does."""
+
+    def mean_field(x, m, t):
+        return (x - (x * m).sum() / m.sum()) ** 2
+
+    @vectorized_cost
+    def wrong(x, m, t):
+        return mean_field(x, m, t)
+
+    @vectorized_cost
+    def right(x, m, t):
+        centre = (x * m).sum(axis=-1, keepdims=True) / m.sum(axis=-1, keepdims=True)
+        return (x - centre) ** 2
+
+    with pytest.raises(ValueError, match="vectorized_cost.*max difference"):
+        MFGProblem(Nx=41, Nt=20, running_cost=wrong)
+    with pytest.raises(TypeError, match="callable"):
+        vectorized_cost(3.0)
+    declared = solve_mfg(MFGProblem(Nx=41, Nt=20, running_cost=right), backend="numpy")
+    plain = solve_mfg(MFGProblem(Nx=41, Nt=20, running_cost=mean_field), backend="numpy")
+    assert declared.converged and plain.converged
+    np.testing.assert_allclose(declared.U, plain.U, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(declared.M, plain.M, rtol=0, atol=1e-13)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mfg_pde._problem import MFGProblem
+from mfg_pde._problem import MFGProblem, is_vectorized_cost
 from mfg_pde.backends import BaseBackend, create_backend
 
 #: Compiled programs kept per (backend, static structure); the oldest is dropped first.
@@ -166,8 +166,16 @@ def running_costs(
     Mapped with :meth:`~mfg_pde.backends.BaseBackend.vmap`, so each call sees one
     level's density, as the running cost's contract says (a nonlocal cost's ``.sum()``
     sums one profile); jax and torch batch the levels in one call, the default loops.
+    On numpy and numba a cost declared with :func:`mfg_pde.vectorized_cost` is called
+    once with the levels stacked (``t`` as a column).
     """
     coords, cost = arrays["coords"], arrays["cost"]
+    if backend.is_host_numpy and is_vectorized_cost(running_cost):
+        # Declared vectorized (checked when the problem was built): one call for all
+        # levels instead of the default vmap's Python loop.
+        xp = backend.xp
+        column = xp.reshape(t, (t.shape[0],) + (1,) * (M.ndim - 1))
+        return xp.zeros_like(M) + running_cost(*coords, M, column, **cost)
     zero = backend.xp.zeros_like(coords[0])
 
     def level(row: tuple) -> Any:
