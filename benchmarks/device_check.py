@@ -10,7 +10,11 @@ when it sees a GPU), each on the same machine:
 * ``particles``: the 1D hello problem with 10^6 particles x 100 time steps, 3 fixed-point
   iterations: one solve;
 * ``batch``: ``solve_mfg_batch`` over 1,000 values of σ on the hello problem (numpy: the
-  first 20 members, reported per member, since its batch is a loop).
+  first 20 members, reported per member, since its batch is a loop);
+* ``newton``: ``NewtonSolver`` on the congestion hello problem (f = +0.5 m, 101 x 50,
+  residuals ≤ 1e-8), which torch and jax run on their own arrays: first solve, best of
+  2 later ones, Newton steps, steps the host LU took, and the largest difference of U
+  and M from numpy's solution.
 
 Each row records the device the result says it ran on (``result.device``), so a jax row
 that fell back to the CPU shows it. numpy runs first in each section, as the baseline
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernels import write_record  # noqa: E402
 
 from mfg_pde import solve_mfg, solve_mfg_batch  # noqa: E402
+from mfg_pde.alg.numerical import NewtonSolver  # noqa: E402
 from mfg_pde.backends import available_backends, create_backend  # noqa: E402
 from mfg_pde.problems import hello_2d_example, hello_example  # noqa: E402
 
@@ -43,9 +48,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 SIZES = {
     "full": {"nx_2d": 256, "nt_2d": 20, "particles": 10**6, "nt_particles": 100,
-             "members": 1000, "numpy_members": 20},
+             "members": 1000, "numpy_members": 20, "newton": (101, 50)},
     "smoke": {"nx_2d": 16, "nt_2d": 4, "particles": 10**4, "nt_particles": 10,
-              "members": 8, "numpy_members": 4},
+              "members": 8, "numpy_members": 4, "newton": (21, 10)},
 }  # fmt: skip
 
 
@@ -87,7 +92,8 @@ def run(names: list[str], sizes: dict, budget: float) -> list[dict]:
     def over() -> bool:
         return time.perf_counter() - start > budget
 
-    sections = ("hello", "hello_2d", "particles", "batch")
+    sections = ("hello", "hello_2d", "particles", "batch", "newton")
+    reference: dict[str, Any] = {}
     for section in sections:
         for name in names:
             if over():
@@ -115,6 +121,28 @@ def run(names: list[str], sizes: dict, budget: float) -> list[dict]:
                     max_iterations=3,
                 )
                 rows.append(row(section, name, result, seconds, particles=sizes["particles"]))
+            elif section == "newton":
+                nx, nt = sizes["newton"]
+                p = hello_example(Nx=nx, Nt=nt, running_cost=_congestion)
+                solver = NewtonSolver(p, backend=b)
+                first, t_first = timed(solver.solve, tolerance=1e-8)
+                steady = min(timed(solver.solve, tolerance=1e-8)[1] for _ in range(2))
+                reference.setdefault("newton", first)
+                gap = max(
+                    float(np.max(np.abs(first[k] - reference["newton"][k]))) for k in ("U", "M")
+                )
+                linear = [s for stage in first.stages for s in stage["linear"]]
+                rows.append(
+                    row(
+                        section,
+                        name,
+                        first,
+                        steady,
+                        first_seconds=t_first,
+                        host_lu_steps=sum(bool(s.get("host")) for s in linear),
+                        max_diff_from_numpy=gap,
+                    )  # fmt: skip
+                )
             else:
                 members = sizes["numpy_members"] if name == "numpy" else sizes["members"]
                 sigmas = np.linspace(0.1, 0.3, members)
@@ -127,6 +155,10 @@ def run(names: list[str], sizes: dict, budget: float) -> list[dict]:
                 )
             print(rows[-1], flush=True)
     return rows
+
+
+def _congestion(x: Any, m: Any, t: Any) -> Any:
+    return 0.5 * m
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -24,7 +24,7 @@ def load(name: str):
 def test_device_check_smoke_run_writes_every_section(tmp_path):
     output = tmp_path / "device.json"
     rows = load("device_check").main(["--smoke", "--backends", "numpy", "--output", str(output)])
-    assert {r["section"] for r in rows} == {"hello", "hello_2d", "particles", "batch"}
+    assert {r["section"] for r in rows} == {"hello", "hello_2d", "particles", "batch", "newton"}
     assert all(r["device"] == "cpu" and r["seconds"] > 0 for r in rows)
     record = json.loads(output.read_text())
     assert record["results"] == json.loads(json.dumps(rows)) and "machine" in record
