@@ -81,3 +81,10 @@ def test_progress_alone():
     stops.close()
     with Progress(total=10) as silent:
         assert silent.update(1, {"U": 0.0}) is False
+
+
+def test_the_bar_counts_what_it_is_told(capsys):
+    with Progress(total=4, verbose=True, description="sweep", unit="member") as bar:
+        bar.update(2, {})
+    err = capsys.readouterr().err
+    assert "sweep" in err and "2/4" in err and "member" in err

@@ -147,7 +147,7 @@ def sweep(
             outcomes = _solve_here(task, chunks, values)
         else:
             outcomes = _solve_on_dask(dask_client, task, chunks, values, retries)
-        with Progress(len(values), verbose=progress, description="sweep") as bar:
+        with Progress(len(values), verbose=progress, description="sweep", unit="member") as bar:
             bar.update(len(rows), {})
             try:
                 for member, result, error, seconds in outcomes:

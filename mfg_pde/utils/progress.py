@@ -25,6 +25,9 @@ class Progress:
         the reason says so); None or any false value lets it go on.
     description : str
         Label of the bar.
+    unit : str
+        What the bar counts (tqdm's ``unit``): ``"it"`` for iterations, ``"member"``
+        for the members of a sweep.
 
     Examples
     --------
@@ -40,6 +43,7 @@ class Progress:
         verbose: bool = False,
         callback: Callback | None = None,
         description: str = "fixed point",
+        unit: str = "it",
     ) -> None:
         if callback is not None and not callable(callback):
             raise TypeError(
@@ -52,7 +56,7 @@ class Progress:
         if verbose:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=description, unit="it", leave=True)
+            self._bar = tqdm(total=total, desc=description, unit=unit, leave=True)
 
     @property
     def active(self) -> bool:
