@@ -86,6 +86,23 @@ def test_fft_and_banded_smoothing_agree_to_round_off(backend):
     assert np.max(np.abs(a - b)) <= 1e-12 * np.max(a)
 
 
+@pytest.mark.parametrize("images", ["reflect", "periodic", None])
+@pytest.mark.parametrize(
+    "h", [0.004, 0.05, 0.6]
+)  # a kernel narrower than, or wider than, the domain
+def test_images_in_place_equal_the_array_version(images, h):
+    """``add_images_in_place`` (the host march's) adds the same image weights as
+    ``add_images``: to the bit, since each point gets the same one or two additions."""
+    from mfg_pde.backends import create_backend
+
+    grid = np.linspace(0.0, 1.0, 21)
+    kde = create_backend("numpy").binned_kde(grid, h, images=images, binning_rtol=1e-3)
+    binned = np.random.default_rng(4).uniform(size=(3, kde.shape[0]))
+    expected = kde.add_images(binned.copy())
+    kde.add_images_in_place(binned)
+    np.testing.assert_array_equal(binned, expected)
+
+
 def test_kde_plan_rejects_bad_options(backend):
     grid = on(backend, np.linspace(0.0, 1.0, 11))
     with pytest.raises(ValueError, match="images"):
@@ -313,9 +330,9 @@ def test_cached_draws_and_compiled_march_equal_the_step_by_step_march(backend, b
     """A solver draws its initial positions and Brownian increments once and reuses them
     in every solve (the stream restarts from the seed each solve anyway); numpy with
     numba, and torch and jax on the CPU, then march with one compiled call. The density
-    path equals the march that draws step by step from the seed: to the bit on numpy
-    (the same kernels' arithmetic in the same order), to round-off elsewhere (the KDE
-    smooths all levels in one batched product)."""
+    path equals the march that draws step by step from the seed to round-off (the
+    compiled march multiplies by reciprocal spacings, sums its chunks' bins in chunk
+    order and smooths all levels in one batched product)."""
     from mfg_pde.alg.numerical import _particle_draws as pd
 
     problem = MFGProblem(
@@ -334,10 +351,7 @@ def test_cached_draws_and_compiled_march_equal_the_step_by_step_march(backend, b
     again = solver.solve(U)  # the second solve reads the kept draws
     np.testing.assert_array_equal(again, cached)
     scale = np.abs(stepwise).max()
-    if b.is_host_numpy:
-        np.testing.assert_array_equal(cached, stepwise)
-    else:
-        np.testing.assert_allclose(cached, stepwise, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(cached, stepwise, rtol=0, atol=1e-12 * scale)
     # Over the memory budget the draws are made inside each march, as before.
     big = FPParticleSolver(problem, backend=backend, num_particles=3_000, seed=5)
     budget = pd.DRAWS_CACHE_BYTES
@@ -347,3 +361,30 @@ def test_cached_draws_and_compiled_march_equal_the_step_by_step_march(backend, b
     finally:
         pd.DRAWS_CACHE_BYTES = budget
     assert big._draws is None
+
+
+@pytest.mark.parametrize("boundary", ["noflux", "periodic"])
+def test_compiled_particle_march_does_not_depend_on_the_thread_count(boundary, monkeypatch):
+    """The compiled march splits the particles into fixed chunks marched in threads;
+    the chunks, not the threads, fix the order of the sums, so one thread gives the
+    same density path to the bit, and both equal the step-by-step march to round-off."""
+    pytest.importorskip("numba")
+    from mfg_pde.backends import _numba_marches as nm
+
+    problem = MFGProblem(
+        xmin=-1.0, xmax=1.0, Nx=51, T=0.3, Nt=12, sigma=0.4, boundary=boundary,
+        initial_density=lambda x: np.exp(-20 * (x + 0.3) ** 2),
+        terminal_cost=lambda x: np.sin(np.pi * x),
+    )  # fmt: skip
+    U = np.broadcast_to(np.sin(np.pi * problem.x), problem.shape) * 1.0
+    n = 40_001  # an odd count: the chunks differ in size; N * Nt above the threading bound
+    assert n * problem.Nt >= nm.PARTICLE_THREAD_MIN_STEPS
+    threaded = FPParticleSolver(problem, backend="numpy", num_particles=n, seed=3).solve(U)
+    monkeypatch.setattr(nm, "PARTICLE_THREAD_MIN_STEPS", 10**18)  # every chunk in turn
+    serial_solver = FPParticleSolver(problem, backend="numpy", num_particles=n, seed=3)
+    serial = serial_solver.solve(U)
+    np.testing.assert_array_equal(threaded, serial)
+    b = serial_solver.march_backend
+    stepwise = b.to_numpy(serial_solver._march_compiled(U, b.random_key(serial_solver.seed)))
+    np.testing.assert_allclose(serial, stepwise, rtol=0, atol=1e-12 * np.abs(stepwise).max())
+    assert np.isclose(serial[1:].sum(axis=1) * problem.dx, 1.0, rtol=1e-12).all()

@@ -194,14 +194,15 @@ class DensityEstimation:
         return BinnedKDE(self, axes, h, rtol, images=images, smoothing=smoothing)
 
     def particle_march_kernel(self) -> Any:
-        """A compiled 1D particle march (host NumPy arrays in and out), or None (the
-        default) to march step by step with the array operations.
+        """A compiled 1D particle march on host NumPy arrays, or None (the default) to
+        march step by step with the array operations.
 
-        The signature and contract are those of
-        :func:`mfg_pde.backends._numba_marches.particle_march_1d`: every step's move,
-        fold and linear binning in one pass over the particles, all steps in one call.
-        The numpy backend with numba provides it; torch and jax on the CPU call the same
-        kernel (through :meth:`call_host`).
+        The class :class:`mfg_pde.backends._numba_marches.ParticleMarch1D` or one with
+        its constructor and call: built once per solver from the draws and a host KDE
+        plan, it maps the drift of every step to the density of every level (every
+        step's move, fold and linear binning, then the KDE), all steps in one call. The
+        numpy backend with numba provides it; torch and jax on the CPU call the same
+        class (through :meth:`call_host`).
         """
         return None
 

@@ -220,6 +220,50 @@ class BinnedKDE:
             + xp.concat([zeros(period), binned[..., :rest]], axis=-1)  # images at x + L
         )
 
+    def add_images_in_place(self, binned: np.ndarray) -> None:
+        """:meth:`add_images` on a host NumPy array, in place: only the ``2 (pad + 1)``
+        fine points of each row that receive an image are written, instead of the three
+        full-size copies of the array version (the images are read before any is added,
+        so they are those of the original weights, as there)."""
+        if self.images is None:
+            return
+        size, pad = self.shape[0], self.pads[0]
+        if self.images == "reflect":
+            end = size - 1 - pad
+            left = binned[..., 2 * pad : pad - 1 if pad else None : -1].copy()
+            right = binned[..., end : end - pad - 1 if end > pad else None : -1].copy()
+            binned[..., : pad + 1] += left
+            binned[..., end:] += right
+            return
+        period = self.period
+        if period >= size:
+            return
+        rest = size - period
+        below, above = binned[..., period:].copy(), binned[..., :rest].copy()
+        binned[..., :rest] += below
+        binned[..., period:] += above
+
+    @property
+    def banded_width(self) -> int:
+        """The fine points per row that a banded plan pads ``binned`` to (zeros past the
+        fine grid): the last axis of :meth:`smooth_padded`'s input."""
+        return self._rows * self.refine[0]
+
+    def smooth_padded(self, padded: Any, matmul: Any = None) -> Any:
+        """:meth:`smooth` of a banded plan on binned weights already padded with zeros
+        to ``(..., banded_width)``, so that splitting them into rows of ``r`` points is
+        a reshape (no copy). ``matmul(a, b)``: the product to use (default: the
+        backend's choice for small products; the host particle march passes
+        ``numpy.matmul`` for its one large product, ``(Nt rows, r) @ (r, q)``)."""
+        xp = self.backend.xp
+        batch = tuple(padded.shape[:-1])
+        r, g, q = self.refine[0], self.out_shape[0], self._q
+        product = self.backend._small_matmul if matmul is None else matmul
+        partial = product(xp.reshape(padded, (*batch, self._rows, r)), self._kernel_columns)
+        terms = xp.take(xp.reshape(partial, (*batch, self._rows * q)), self._diagonals, axis=-1)
+        out = xp.sum(xp.reshape(terms, (*batch, g, q)), axis=-1)
+        return xp.clip(out, 0.0, None)
+
     def smooth(self, binned: Any) -> Any:
         """Convolve binned weights on the fine grid with the kernel; read the output grid.
 
@@ -228,15 +272,8 @@ class BinnedKDE:
         xp = self.backend.xp
         batch = tuple(binned.shape[:-1])
         if self.smoothing == "banded":
-            r, g, q = self.refine[0], self.out_shape[0], self._q
-            extra = self.backend.zeros((*batch, self._rows * r - self.shape[0]))
-            rows = xp.concat([binned, extra], axis=-1)
-            partial = self.backend._small_matmul(
-                xp.reshape(rows, (*batch, self._rows, r)), self._kernel_columns
-            )
-            terms = xp.take(xp.reshape(partial, (*batch, self._rows * q)), self._diagonals, axis=-1)
-            out = xp.sum(xp.reshape(terms, (*batch, g, q)), axis=-1)
-            return xp.clip(out, 0.0, None)
+            extra = self.backend.zeros((*batch, self.banded_width - self.shape[0]))
+            return self.smooth_padded(xp.concat([binned, extra], axis=-1))
         spec = xp.fft.rfft(binned, n=self._fft_size, axis=-1) * self._spectrum
         conv = xp.fft.irfft(spec, n=self._fft_size, axis=-1)
         # conv[j] = sum_k binned[k] kernel[j - k + pad]; output point m sits at fine index

@@ -258,9 +258,9 @@ class NumpyBackend(BaseBackend):
         :meth:`BaseBackend.particle_march_kernel`)."""
         if self._kernels() is None:
             return None
-        from mfg_pde.backends._numba_marches import particle_march_1d
+        from mfg_pde.backends._numba_marches import ParticleMarch1D
 
-        return particle_march_1d
+        return ParticleMarch1D
 
     def upwind_terms_2d(self, u: Any, c: Any, counts: tuple, periodic: tuple) -> Any:
         """With numba, one compiled pass (see :meth:`BaseBackend.upwind_terms_2d`)."""
