@@ -297,7 +297,7 @@ def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:
     )
 
     program, compile_seconds = iterator.program(max_iterations)
-    arrays = iterator.hjb_solver.problem_arrays()
+    arrays = iterator.program_arrays()
     axes = jax.tree_util.tree_map(lambda _: None, arrays)
     c, c_axes = arrays["c"], axes["c"]
     if "sigma" in values:

@@ -388,3 +388,77 @@ def test_compiled_particle_march_does_not_depend_on_the_thread_count(boundary, m
     stepwise = b.to_numpy(serial_solver._march_compiled(U, b.random_key(serial_solver.seed)))
     np.testing.assert_allclose(serial, stepwise, rtol=0, atol=1e-12 * np.abs(stepwise).max())
     assert np.isclose(serial[1:].sum(axis=1) * problem.dx, 1.0, rtol=1e-12).all()
+
+
+# -- the particle fixed point as one compiled program (jax) ------------------------------
+
+
+def _small_particle_problem():
+    from mfg_pde.problems import hello_example
+
+    return hello_example(Nx=41, Nt=10, T=0.4, sigma=0.4)
+
+
+def _as_on_a_gpu(monkeypatch):
+    """jax without its host particle march, as on a GPU: the march is a ``scan``."""
+    from mfg_pde.backends._jax import JAXBackend
+
+    monkeypatch.setattr(JAXBackend, "particle_march_kernel", lambda self: None)
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_jax_particle_fixed_point_runs_as_one_program(monkeypatch, kept):
+    """Where jax marches particles with a ``scan`` (a GPU), the whole particle fixed
+    point is one compiled program: the same answer as the host loop around the same
+    marches (to round-off), the draws passed as arguments (kept, or drawn inside from
+    the key when they exceed the cache budget), so a solver with another seed reuses
+    the program and gets its own draws."""
+    pytest.importorskip("jax")
+    from mfg_pde.alg.numerical import FixedPointIterator, HJBFDMSolver
+    from mfg_pde.alg.numerical import _particle_draws as pd
+
+    _as_on_a_gpu(monkeypatch)
+    if not kept:
+        monkeypatch.setattr(pd, "DRAWS_CACHE_BYTES", 1024)
+    problem = _small_particle_problem()
+
+    def iterator(seed):
+        fp = FPParticleSolver(problem, backend="jax", num_particles=2_000, seed=seed)
+        return FixedPointIterator(problem, HJBFDMSolver(problem, backend="jax"), fp)
+
+    one = iterator(1)
+    assert one.runs_as_one_program
+    compiled = one.solve(max_iterations=150, tolerance=1e-8)
+    assert "compile" in compiled.timings and "fp" not in compiled.timings
+    looped = one.solve(max_iterations=150, tolerance=1e-8, callback=lambda k, r: False)
+    assert "fp" in looped.timings  # the host loop ran
+    assert compiled.converged and looped.converged
+    for name in ("U", "M"):
+        ref = looped[name]
+        assert np.abs(compiled[name] - ref).max() <= 1e-10 * np.abs(ref).max()
+    other = iterator(2).solve(max_iterations=150, tolerance=1e-8)
+    assert other.timings["compile"] == 0.0  # the same program, other draws
+    assert other.converged
+    assert np.abs(other.M - compiled.M).max() > 1e-3 * compiled.M.max()
+    alone = iterator(2).solve(max_iterations=150, tolerance=1e-8, callback=lambda k, r: False)
+    assert np.abs(other.M - alone.M).max() <= 1e-10 * alone.M.max()
+
+
+def test_jax_particle_batch_over_sigma_equals_the_loop(monkeypatch):
+    """A batch over σ runs the particle program once under ``vmap``: every member
+    shares the draws (as a loop of solves with one seed does) and scales them by its
+    own σ, so each equals its own solve to round-off."""
+    pytest.importorskip("jax")
+    from mfg_pde import solve_mfg, solve_mfg_batch
+
+    _as_on_a_gpu(monkeypatch)
+    problem = _small_particle_problem()
+    sigmas = [0.5, 0.8]  # both converge with damped Picard (σ = 0.3 cycles at this N)
+    options = dict(num_particles=2_000, seed=4, max_iterations=150, tolerance=1e-8)
+    batch = solve_mfg_batch(problem, {"sigma": sigmas}, "particle", "jax", **options)
+    for sigma, member in zip(sigmas, batch, strict=True):
+        alone = solve_mfg(problem.replace(sigma=sigma), "particle", "jax", **options)
+        assert member.converged and alone.converged
+        assert np.abs(member.M - alone.M).max() <= 1e-10 * alone.M.max()
+        assert np.abs(member.U - alone.U).max() <= 1e-10 * np.abs(alone.U).max()
+    assert np.abs(batch[0].M - batch[1].M).max() > 1e-2 * batch[0].M.max()

@@ -105,14 +105,16 @@ PARTICLE_THREAD_MIN_STEPS = 200_000
 class ParticleMarch1D:
     """The whole 1D particle march of one solver, compiled: ``shift -> density``.
 
-    Built once per solver from its draws and its KDE plan (a host
-    :class:`~mfg_pde.backends._kde.BinnedKDE`); each call takes ``shift`` (Nt, G), the
-    drift ``-∇u dt / λ`` on the grid ``start + spacing * j`` per step (periodic grids
-    close it with their seam value), and returns the KDE of the particles after every
-    step, ``(Nt, G)``, each level normalised to integrate to 1 (``sum * cell_volume``).
+    Built once per solver from its draws (the initial positions ``x0`` (N,) and the
+    standard normals ``normals`` (Nt, N), scaled by ``noise_scale = σ √dt``) and its
+    KDE plan (a host :class:`~mfg_pde.backends._kde.BinnedKDE`); each call takes
+    ``shift`` (Nt, G), the drift ``-∇u dt / λ`` on the grid ``start + spacing * j`` per
+    step (periodic grids close it with their seam value), and returns the KDE of the
+    particles after every step, ``(Nt, G)``, each level normalised to integrate to 1
+    (``sum * cell_volume``).
 
-    Step n moves each particle by ``interp(shift[n]) + increments[n]``, folds it into
-    ``[lo, hi]`` and bins it linearly onto the plan's fine grid; the formulas are those
+    Step n moves each particle by ``interp(shift[n]) + noise_scale * normals[n]``, folds
+    it into ``[lo, hi]`` and bins it linearly onto the plan's fine grid; the formulas are those
     of :func:`~mfg_pde.backends._numba_kernels.interp_uniform`,
     :func:`~mfg_pde.backends._numba_kernels.fold_into_interval` and
     :func:`~mfg_pde.backends._numba_kernels.linear_binning`, with the divisions by the
@@ -127,13 +129,16 @@ class ParticleMarch1D:
     number of threads.
     """
 
-    def __init__(self, x0, increments, kde, start, spacing, lo, hi, periodic, cell_volume):
+    def __init__(
+        self, x0, normals, noise_scale, kde, start, spacing, lo, hi, periodic, cell_volume
+    ):
         self.x0 = np.ascontiguousarray(x0, dtype=np.float64)
-        self.increments = np.ascontiguousarray(increments, dtype=np.float64)
+        self.normals = np.ascontiguousarray(normals, dtype=np.float64)
+        self.noise_scale = float(noise_scale)
         self.kde = kde
         self.geometry = (float(start), float(spacing), float(lo), float(hi), bool(periodic))
         self.cell_volume = float(cell_volume)
-        steps, n = self.increments.shape
+        steps, n = self.normals.shape
         width = kde.banded_width if kde.smoothing == "banded" else kde.shape[0]
         self.grids = np.empty((PARTICLE_CHUNKS, steps, width))
         self.bounds = [
@@ -146,7 +151,8 @@ class ParticleMarch1D:
     def __call__(self, shift: np.ndarray) -> np.ndarray:
         shift = np.ascontiguousarray(shift, dtype=np.float64)
         kde, fine = self.kde, self.kde.shape[0]
-        args = (self.x0, self.increments, shift, *self.geometry, kde.starts[0], kde.deltas[0])
+        args = (self.x0, self.normals, self.noise_scale, shift, *self.geometry)
+        args += (kde.starts[0], kde.deltas[0])
         calls = [
             (*args, k0, k1, fine, grid)
             for (k0, k1), grid in zip(self.bounds, self.grids, strict=True)
@@ -172,7 +178,8 @@ class ParticleMarch1D:
 @numba.njit(cache=True, nogil=True)
 def _particle_march_range(
     x0,
-    increments,
+    normals,
+    noise_scale,
     shift,
     start,
     spacing,
@@ -200,7 +207,7 @@ def _particle_march_range(
         row = out[n]
         row[:] = 0.0
         drifts = shift[n]
-        steps = increments[n, k0:k1]
+        steps = normals[n, k0:k1]
         for k in range(k1 - k0):
             v = x[k]
             s = (v - start) * inverse_spacing
@@ -211,7 +218,7 @@ def _particle_march_range(
                 cell = min(int(s), n_grid - 2)
                 w = s - cell
                 drift = (1.0 - w) * drifts[cell] + w * drifts[cell + 1]
-            v = v + drift + steps[k]
+            v = v + drift + noise_scale * steps[k]
             if lo <= v < hi:
                 pass
             elif periodic:

@@ -34,25 +34,25 @@ def draws_fit(num_particles: int, steps: int, dim: int) -> bool:
 
 
 def make_draws(solver: Any) -> tuple[tuple[Any, ...], Any]:
-    """``(X0, increments)``: the initial positions (one ``(N,)`` array per axis) and
-    the Brownian increments ``σ √dt Z`` of every step, ``(Nt, dim, N)``, as the march
-    draws them from ``solver.seed``."""
+    """``(X0, Z)``: the initial positions (one ``(N,)`` array per axis) and the
+    standard normal variates of every step, ``(Nt, dim, N)``, as the march draws them
+    from ``solver.seed``. The march scales them by ``σ √dt``: unscaled, the same draws
+    serve every σ (a batch over σ in one compiled program)."""
     b, p = solver.march_backend, solver.problem
     xp, n = b.xp, solver.num_particles
-    noise_scale = p.sigma * math.sqrt(p.dt)
     key, X0 = solver._initial_positions(b.random_key(solver.seed))
 
     def step(key: Any, _: Any) -> tuple[Any, Any]:
-        increments = []
+        normals = []
         for _axis in range(p.dim):
             key, z = b.normal(key, (n,))
-            increments.append(noise_scale * z)
+            normals.append(z)
         if p.dim == 1:  # a view: stacking one array would copy it
-            return key, increments[0][None, ...]
-        return key, xp.stack(increments)
+            return key, normals[0][None, ...]
+        return key, xp.stack(normals)
 
-    _, increments = b.scan(step, key, length=p.Nt)
-    return X0, increments
+    _, normals = b.scan(step, key, length=p.Nt)
+    return X0, normals
 
 
 def compiled_march_1d(solver: Any, kernel: Any, draws: tuple) -> Any:
@@ -74,6 +74,7 @@ def compiled_march_1d(solver: Any, kernel: Any, draws: tuple) -> Any:
     host_march = kernel(
         b.to_numpy(draws[0][0]),
         b.to_numpy(draws[1])[:, 0, :],
+        p.sigma * math.sqrt(p.dt),
         solver._plan_kde(create_backend("numpy")),
         p.xmin,
         p.dx,

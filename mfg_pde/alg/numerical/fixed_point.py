@@ -231,14 +231,28 @@ class FixedPointIterator:
 
     @property
     def runs_as_one_program(self) -> bool:
-        """Whether :meth:`solve` runs as one compiled program (jax, FDM-FDM, compile=True;
-        a solve with ``verbose`` or a ``callback`` runs the host loop instead)."""
+        """Whether :meth:`solve` runs as one compiled program (jax, compile=True, FDM
+        HJB with FDM FP or with particles whose march compiles into it, see
+        :attr:`FPParticleSolver.compiles_in_program`; a solve with ``verbose`` or a
+        ``callback`` runs the host loop instead)."""
+        fp = self.fp_solver
         return (
             self.compile
             and self.backend.has_capability("kernel_fusion")
             and type(self.hjb_solver) is HJBFDMSolver
-            and type(self.fp_solver) is FPFDMSolver
+            and (
+                type(fp) is FPFDMSolver or (type(fp) is FPParticleSolver and fp.compiles_in_program)
+            )
         )
+
+    def program_arrays(self) -> dict[str, Any]:
+        """The arguments of :meth:`program`'s function: the problem's values
+        (:meth:`HJBFDMSolver.problem_arrays`) and, with particles, their draws
+        (:meth:`FPParticleSolver.program_arrays`)."""
+        arrays = self.hjb_solver.problem_arrays()
+        if isinstance(self.fp_solver, FPParticleSolver):
+            arrays.update(self.fp_solver.program_arrays())
+        return arrays
 
     def solve(
         self,
@@ -329,7 +343,7 @@ class FixedPointIterator:
     ) -> tuple[IterationState, float]:
         """The whole iteration as one compiled program (jax); returns (state, compile s)."""
         program, compile_seconds = self.program(max_iterations, initial is not None)
-        arrays = self.hjb_solver.problem_arrays()
+        arrays = self.program_arrays()
         if initial is not None:
             arrays["initial"] = initial
         state = program(arrays, *tolerances)
@@ -360,7 +374,11 @@ class FixedPointIterator:
             max_iterations,
             with_initial,
         )
-        if p.dim == 2:
+        if isinstance(fp, FPParticleSolver):
+            key += fp.program_key()
+            if p.dim == 2:
+                key += (hjb.krylov_tolerance, hjb.max_krylov_iterations)
+        elif p.dim == 2:
             key += (
                 hjb.krylov_tolerance,
                 hjb.max_krylov_iterations,
@@ -392,7 +410,7 @@ class FixedPointIterator:
         # Compile now, with a run that stops after one iteration (tolerance inf), so that
         # compiling and solving are timed apart; that iteration's time is in the figure.
         start = time.perf_counter()
-        arrays = self.hjb_solver.problem_arrays()
+        arrays = self.program_arrays()
         if with_initial:  # the default start stands in for the caller's
             arrays["initial"] = default_initial(self, b, arrays)
         b.to_numpy(program(arrays, math.inf, math.inf).k)
