@@ -388,6 +388,13 @@ def test_compiled_particle_march_does_not_depend_on_the_thread_count(boundary, m
     stepwise = b.to_numpy(serial_solver._march_compiled(U, b.random_key(serial_solver.seed)))
     np.testing.assert_allclose(serial, stepwise, rtol=0, atol=1e-12 * np.abs(stepwise).max())
     assert np.isclose(serial[1:].sum(axis=1) * problem.dx, 1.0, rtol=1e-12).all()
+    # Grids too small for all levels at once: the steps go in blocks, the same numbers.
+    width = 8 * nm.PARTICLE_CHUNKS * serial_solver._plan_kde(b).shape[0]
+    monkeypatch.setattr(nm, "PARTICLE_GRID_BYTES", 5 * width)  # blocks of 4 or 5 levels
+    blocked_solver = FPParticleSolver(problem, backend="numpy", num_particles=n, seed=3)
+    blocked = blocked_solver.solve(U)
+    assert blocked_solver._compiled_1d is not None
+    np.testing.assert_array_equal(blocked, serial)
 
 
 # -- the particle fixed point as one compiled program (jax) ------------------------------

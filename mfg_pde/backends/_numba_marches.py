@@ -101,6 +101,11 @@ PARTICLE_CHUNKS = 2
 #: thread: starting a thread costs ~50-100 µs, ~10^4 particle steps.
 PARTICLE_THREAD_MIN_STEPS = 200_000
 
+#: The most bytes the chunks' fine grids take: the steps are marched, binned and
+#: smoothed in blocks of as many levels as fit (the hello problem's 50 levels of
+#: 41,089 fine points, 33 MB, are one block; 1000 levels would be 20).
+PARTICLE_GRID_BYTES = 2**26
+
 
 class ParticleMarch1D:
     """The whole 1D particle march of one solver, compiled: ``shift -> density``.
@@ -120,13 +125,14 @@ class ParticleMarch1D:
     :func:`~mfg_pde.backends._numba_kernels.linear_binning`, with the divisions by the
     spacings replaced by products with their reciprocals. The particles are marched in
     :data:`PARTICLE_CHUNKS` fixed chunks, one thread each, into one fine grid each
-    (buffers kept between calls, each row cleared by the kernel when its step starts,
-    as wide as a banded plan's padded rows so that its smoothing reads them in place).
-    The grids are then summed in chunk order, the images added in place and all levels
-    smoothed by the plan at once, a banded plan with one BLAS product (~4x faster than
-    the small-product path on the hello problem's 50 levels). So the result equals the
-    step-by-step march with the same plan to round-off, and is the same for every
-    number of threads.
+    (buffers kept between calls, at most :data:`PARTICLE_GRID_BYTES`, so the steps go
+    in blocks of levels; each row is cleared by the kernel when its step starts, and is
+    as wide as a banded plan's padded rows so that its smoothing reads it in place).
+    After each block the grids are summed in chunk order, the images added in place and
+    the block's levels smoothed by the plan at once, a banded plan with one BLAS product
+    (~4x faster than the small-product path on the hello problem's 50 levels). So the
+    result equals the step-by-step march with the same plan to round-off, and is the
+    same for every number of threads.
     """
 
     def __init__(
@@ -140,7 +146,8 @@ class ParticleMarch1D:
         self.cell_volume = float(cell_volume)
         steps, n = self.normals.shape
         width = kde.banded_width if kde.smoothing == "banded" else kde.shape[0]
-        self.grids = np.empty((PARTICLE_CHUNKS, steps, width))
+        self.block = min(steps, max(1, PARTICLE_GRID_BYTES // (8 * PARTICLE_CHUNKS * width)))
+        self.grids = np.empty((PARTICLE_CHUNKS, self.block, width))
         self.bounds = [
             (c * n // PARTICLE_CHUNKS, (c + 1) * n // PARTICLE_CHUNKS)
             for c in range(PARTICLE_CHUNKS)
@@ -150,34 +157,48 @@ class ParticleMarch1D:
 
     def __call__(self, shift: np.ndarray) -> np.ndarray:
         shift = np.ascontiguousarray(shift, dtype=np.float64)
+        steps = shift.shape[0]
+        positions = self.x0.copy()  # the kernels move their chunk's share in place
+        out = np.empty((steps, self.kde.out_shape[0]))
+        if self.threads == 1:
+            for n0 in range(0, steps, self.block):
+                self._block(shift, positions, n0, out, None)
+        else:
+            with ThreadPoolExecutor(self.threads) as pool:  # a pool per call: nothing to fork
+                for n0 in range(0, steps, self.block):
+                    self._block(shift, positions, n0, out, pool)
+        return out / (np.sum(out, axis=-1, keepdims=True) * self.cell_volume)
+
+    def _block(self, shift, positions, n0, out, pool) -> None:
+        """Levels ``n0 ...`` (one block): march every chunk, then the KDE into ``out``."""
         kde, fine = self.kde, self.kde.shape[0]
-        args = (self.x0, self.normals, self.noise_scale, shift, *self.geometry)
+        count = min(self.block, shift.shape[0] - n0)
+        grids = self.grids[:, :count]
+        args = (positions, self.normals, self.noise_scale, shift, *self.geometry)
         args += (kde.starts[0], kde.deltas[0])
         calls = [
-            (*args, k0, k1, fine, grid)
-            for (k0, k1), grid in zip(self.bounds, self.grids, strict=True)
+            (*args, k0, k1, fine, n0, grid)
+            for (k0, k1), grid in zip(self.bounds, grids, strict=True)
         ]
-        if self.threads == 1:
+        if pool is None:
             for call in calls:
                 _particle_march_range(*call)
         else:
-            with ThreadPoolExecutor(self.threads) as pool:  # a pool per call: nothing to fork
-                for job in [pool.submit(_particle_march_range, *call) for call in calls]:
-                    job.result()
-        binned = self.grids[0]
-        for grid in self.grids[1:]:
+            for job in [pool.submit(_particle_march_range, *call) for call in calls]:
+                job.result()
+        binned = grids[0]
+        for grid in grids[1:]:
             np.add(binned, grid, out=binned)
         kde.add_images_in_place(binned[:, :fine])
         if kde.smoothing == "banded":
-            out = kde.smooth_padded(binned, matmul=np.matmul)
+            out[n0 : n0 + count] = kde.smooth_padded(binned, matmul=np.matmul)
         else:
-            out = kde.smooth(binned)
-        return out / (np.sum(out, axis=-1, keepdims=True) * self.cell_volume)
+            out[n0 : n0 + count] = kde.smooth(binned)
 
 
 @numba.njit(cache=True, nogil=True)
 def _particle_march_range(
-    x0,
+    x,
     normals,
     noise_scale,
     shift,
@@ -191,25 +212,29 @@ def _particle_march_range(
     k0,
     k1,
     size,
+    n0,
     out,
 ):  # pragma: no cover - compiled
-    """The march of :class:`ParticleMarch1D` for the particles ``k0 <= k < k1``, binned
-    into the first ``size`` points of ``out``'s rows (Nt, >= size), each row cleared
-    when its step starts (the points past ``size`` stay zero: a banded plan's padding)."""
+    """The march of :class:`ParticleMarch1D` for the particles ``k0 <= k < k1`` over
+    the steps ``n0 ... n0 + len(out) - 1``: ``x[k0:k1]`` moved in place, step ``n0 + i``
+    binned into the first ``size`` points of ``out[i]`` (rows ``>= size`` long), each
+    row cleared when its step starts (the points past ``size`` stay zero: a banded
+    plan's padding)."""
     n_grid = shift.shape[1]
     last = float(n_grid - 1)
     length = hi - lo
     upper = float(size)
     inverse_spacing = 1.0 / spacing
     inverse_bin = 1.0 / bin_spacing
-    x = x0[k0:k1].copy()
-    for n in range(shift.shape[0]):
-        row = out[n]
+    local = x[k0:k1].copy()  # a fresh array: the compiler knows no write to it aliases
+    for level in range(out.shape[0]):
+        n = n0 + level
+        row = out[level]
         row[:] = 0.0
         drifts = shift[n]
         steps = normals[n, k0:k1]
         for k in range(k1 - k0):
-            v = x[k]
+            v = local[k]
             s = (v - start) * inverse_spacing
             if s != s:
                 drift = s
@@ -229,7 +254,7 @@ def _particle_march_range(
             else:
                 y = (v - lo) * (0.5 / length)
                 v = hi - abs((2.0 * length) * (y - math.floor(y)) - length)
-            x[k] = v
+            local[k] = v
             b = (v - bin_start) * inverse_bin
             if b >= -1.0 and b <= upper:
                 c = math.floor(b)
@@ -241,3 +266,4 @@ def _particle_march_range(
                     row[i + 1] += f
             elif b != b:
                 row[0] += b
+    x[k0:k1] = local
