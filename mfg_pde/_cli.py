@@ -261,6 +261,8 @@ def _info(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             state = f"broken: {entry['error']}"
         else:
             state = f'not installed: pip install "mfg_pde[{entry["extra"]}]"'
+        if entry.get("registered"):
+            state += "  (registered)"
         print(f"  {name:<6} {state}")
     if backends["torch"]["installed"]:
         import torch

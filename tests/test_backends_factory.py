@@ -24,6 +24,7 @@ from mfg_pde.backends import (
     BaseBackend,
     available_backends,
     create_backend,
+    register_backend,
 )
 
 NAMES = ("numpy", "numba", "jax", "torch")
@@ -182,8 +183,10 @@ def test_backend_not_available_error_is_an_import_error():
 
 def test_available_backends_structure():
     info = available_backends()
-    assert set(info) == set(NAMES)
-    for name, entry in info.items():
+    assert set(NAMES) <= set(info)
+    assert all(info[name].get("registered") for name in set(info) - set(NAMES))
+    for name in NAMES:
+        entry = info[name]
         assert {"installed", "version", "devices", "extra"} <= set(entry)
         assert isinstance(entry["installed"], bool)
         assert entry["extra"] == ("" if name == "numpy" else name)
@@ -197,6 +200,30 @@ def test_available_backends_structure():
     assert info["numpy"]["installed"] and info["numpy"]["devices"] == ["cpu"]
     if info["torch"]["installed"]:
         assert info["torch"]["devices"][-1] == "cpu"
+
+
+def test_available_backends_lists_registered_backends(monkeypatch):
+    """A plug-in appears after the built-ins with its device and its array library's
+    version; one whose factory raises is listed as not installed, with the error."""
+    monkeypatch.setattr(backends, "_REGISTERED", dict(backends._REGISTERED))
+    pytest.importorskip("array_api_strict")
+    from strict_backend import StrictBackend
+
+    def broken():
+        raise RuntimeError("no device today")
+
+    register_backend("plugin-ok", StrictBackend)
+    register_backend("plugin-broken", broken)
+    info = available_backends()
+    assert list(info)[: len(NAMES)] == list(NAMES)
+    ok = info["plugin-ok"]
+    assert ok["installed"] and ok["registered"] and ok["devices"] == ["cpu"]
+    import array_api_strict
+
+    assert ok["version"] == array_api_strict.__version__
+    bad = info["plugin-broken"]
+    assert not bad["installed"] and bad["registered"]
+    assert bad["error"] == "RuntimeError: no device today"
 
 
 def test_available_backends_reports_hidden_library(monkeypatch):

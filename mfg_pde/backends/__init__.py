@@ -8,9 +8,11 @@ only when a backend is created, so ``import mfg_pde`` never imports jax or torch
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -154,8 +156,11 @@ def available_backends() -> dict[str, dict[str, Any]]:
     """What is installed, which version, and on which devices each backend would run.
 
     Returns ``{name: {"installed": bool, "version": str | None, "devices": [str],
-    "extra": str}}``. Importing a library to list its devices happens here, not at
-    ``import mfg_pde``.
+    "extra": str}}``: the four built-ins, then every backend given to
+    :func:`register_backend`, marked ``"registered": True`` (created once here to read
+    its device and the version of its array library; a factory that raises is listed
+    with ``"installed": False`` and the ``"error"``). Importing a library to list its
+    devices happens here, not at ``import mfg_pde``.
     """
     info: dict[str, dict[str, Any]] = {}
     for name, (_, _, library, extra) in _REGISTRY.items():
@@ -168,7 +173,32 @@ def available_backends() -> dict[str, dict[str, Any]]:
             except ImportError as err:  # installed but broken: say so rather than hide it
                 entry["error"] = str(err)
         info[name] = entry
+    for name in _REGISTERED:
+        info[name] = _registered_entry(name)
     return info
+
+
+def _registered_entry(name: str) -> dict[str, Any]:
+    """:func:`available_backends`' entry for a backend added by :func:`register_backend`."""
+    entry: dict[str, Any] = {
+        "installed": False,
+        "version": None,
+        "devices": [],
+        "extra": "",
+        "registered": True,
+    }
+    try:
+        instance = _instantiate(name)
+    except Exception as err:  # a plug-in's factory may fail in any way: report it
+        entry["error"] = f"{type(err).__name__}: {err}"
+        return entry
+    library = getattr(instance.xp, "__name__", type(instance).__module__).split(".")[0]
+    try:
+        version = importlib.metadata.version(library)
+    except importlib.metadata.PackageNotFoundError:
+        version = str(getattr(sys.modules.get(library), "__version__", "unknown"))
+    entry.update(installed=True, version=version, devices=[str(instance.device)])
+    return entry
 
 
 def _devices(name: str, mod: Any) -> list[str]:
