@@ -17,6 +17,9 @@ def load(name: str):
     sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    # Under its own name, as `python benchmarks/<name>.py` imports it for its worker
+    # processes: functions sent to them are pickled by module and name.
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -63,3 +66,19 @@ def test_newton_backends_quick_run_writes_its_record(tmp_path):
     )
     assert len(rows) == 4 and all(r["converged"] and r["best_s"] > 0 for r in rows)
     assert json.loads(output.read_text())["results"] == json.loads(json.dumps(rows))
+
+
+@pytest.mark.slow  # ~30 s: a 2-worker LocalCluster and subprocesses with forced host devices
+def test_distributed_scaling_quick_run_writes_its_record(tmp_path):
+    pytest.importorskip("dask.distributed")
+    pytest.importorskip("jax")
+    output = tmp_path / "distributed.json"
+    results = load("distributed_scaling").main(["--quick", "--output", str(output)])
+    record = json.loads(output.read_text())
+    assert record["results"] == json.loads(json.dumps(results))
+    sweep = results["sweep"]
+    assert sweep["members"] == 8 and sweep["cluster"]
+    assert all(row["seconds"] > 0 for row in sweep["cluster"])
+    particles = results["particles"]
+    assert {row["host_devices"] for row in particles} >= {1, 2, 4}
+    assert all(row["best_s"] > 0 for row in particles)
