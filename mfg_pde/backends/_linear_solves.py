@@ -134,6 +134,35 @@ class LinearSolves:
         """
         return None
 
+    def hjb_march_2d_kernel(self) -> Callable[..., tuple] | None:
+        """A compiled 2D HJB march, or None (the default) to run the array version
+        (:func:`~mfg_pde.alg.numerical.hjb_fdm.make_hjb_march_2d`, which then calls
+        :meth:`upwind_terms_2d` and :meth:`ordered_grid_solver` per Newton step).
+
+        Returns ``march(g, f, guess, constants, periodic, tolerance, max_iterations,
+        krylov_tolerance, max_krylov) -> (U, failures, most, krylov)`` on this backend's
+        arrays: ``g`` (nx, ny), ``f`` (Nt, nx, ny) the running cost at levels 1..Nt,
+        ``guess`` (Nt + 1, nx, ny) or None, ``constants = (dx, dy, dt, nu,
+        control_cost)`` (traced values on jax). The contract is that of
+        :func:`mfg_pde.backends._numba_marches.hjb_march_2d`: the whole march in one
+        call, equal to the array version's to the bit. numpy with numba provides it;
+        torch on the CPU calls it on the tensors' memory, jax on the CPU through one
+        ``jax.pure_callback`` per march (instead of one per Newton step).
+        """
+        return None
+
+    def fp_march_2d_kernel(self) -> Callable[..., Any] | None:
+        """A compiled 2D FP march, or None (the default) to run the array version
+        (:func:`~mfg_pde.alg.numerical.fp_fdm.make_fp_march_2d`).
+
+        Returns ``march(U, m0, constants, periodic, krylov_tolerance, max_krylov) -> M``
+        on this backend's arrays, ``constants = (dx, dy, dt, nu, control_cost)``; the
+        contract of :func:`mfg_pde.backends._numba_marches.fp_march_2d` (the densities
+        equal the array version's to round-off). numpy with numba provides it, torch and
+        jax on the CPU call it as :meth:`hjb_march_2d_kernel` does.
+        """
+        return None
+
     def march_tridiagonal(
         self,
         lower: Any,

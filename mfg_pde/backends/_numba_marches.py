@@ -20,7 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from mfg_pde.backends._numba_kernels import _thomas_in_place
+from mfg_pde.backends._numba_kernels import (
+    _max_abs,
+    _thomas_in_place,
+    bucket_order,
+    ordered_bicgstab,
+    ordered_five_point,
+    upwind_terms_2d,
+)
 
 
 @numba.njit(cache=True)
@@ -87,6 +94,168 @@ def hjb_march_noflux(
             failures += 1
         most = max(most, it)
     return U, failures, most
+
+
+@numba.njit(cache=True, error_model="numpy")
+def hjb_march_2d(
+    g,
+    f,
+    guess,
+    use_guess,
+    dx,
+    dy,
+    dt,
+    nu,
+    control_cost,
+    count_x,
+    count_y,
+    periodic_x,
+    periodic_y,
+    tolerance,
+    max_iterations,
+    krylov_tolerance,
+    max_krylov,
+):  # pragma: no cover - compiled
+    """``(U, failures, most, krylov)`` of the 2D backward march, all levels in one call.
+
+    The march of :func:`mfg_pde.alg.numerical.hjb_fdm.make_hjb_march_2d` with the
+    compiled pieces it calls on numpy with numba, in the same order: per level, Newton
+    from ``U^{n+1}`` (or the guess shifted by the change just made at ``n + 1``), each
+    step's terms by :func:`~mfg_pde.backends._numba_kernels.upwind_terms_2d`, its
+    system by the ordered Gauss-Seidel BiCGSTAB
+    (:func:`~mfg_pde.backends._numba_kernels.ordered_bicgstab`, skipped when the
+    residual is already within its tolerance), Kelley's test with
+    ``tol = tolerance * max(1, max |U^{n+1}|)``. So the result equals the array
+    version's to the bit; what is saved is the ~0.2 ms of Python per Newton step
+    (6,500 steps per hello solve at 128^2 x 100). ``f[k]`` is the running cost at
+    level ``k + 1``, ``g`` the terminal value (nx, ny), ``guess`` a path
+    ``(Nt + 1, nx, ny)`` used when ``use_guess``; ``count_x`` (nx,), ``count_y`` (ny,)
+    the neighbour counts. ``failures`` counts levels whose Newton iteration hit
+    ``max_iterations``, ``most`` is the largest Newton count of a level, ``krylov``
+    the BiCGSTAB iterations of the march.
+    """
+    levels = f.shape[0]
+    nx, ny = g.shape
+    size = nx * ny
+    U = np.empty((levels + 1, nx, ny))
+    U[levels] = g
+    zeros = np.zeros(size)
+    diag0 = 1.0 / dt
+    failures = 0
+    most = 0
+    krylov = 0
+    for n in range(levels - 1, -1, -1):
+        u_next = U[n + 1]
+        rhs = u_next / dt + (0.0 + f[n])
+        largest = 0.0
+        for i in range(nx):
+            for j in range(ny):
+                largest = _max_abs(largest, u_next[i, j])
+        tol = tolerance * (largest if (largest > 1.0 or largest != largest) else 1.0)
+        if use_guess:
+            u = guess[n] + (u_next - guess[n + 1])
+        else:
+            u = u_next.copy()
+        it = 0
+        step = math.inf
+        done = False
+        while it < max_iterations and not done:
+            hamiltonian, diffusion, lx, gx, ux, ly, gy, uy = upwind_terms_2d(
+                u, dx, dy, nu, control_cost, count_x, count_y, periodic_x, periodic_y
+            )
+            residual = u / dt - diffusion + hamiltonian - rhs
+            flat = residual.reshape(size)
+            size_r = 0.0
+            for k in range(size):
+                size_r = _max_abs(size_r, flat[k])
+            floor = (0.1 / dt) * tol
+            atol = krylov_tolerance * size_r
+            if not (atol >= floor):  # the array version's maximum, NaN kept
+                atol = floor if atol == atol else atol
+            if size_r <= atol:  # solved by the start (zero): as the ordered solver skips
+                delta = zeros
+                used = 0
+            else:
+                order = bucket_order(u.reshape(size), False)
+                center, coefficients, neighbours = ordered_five_point(
+                    diag0, (lx, gx, ux, ly, gy, uy), periodic_x, periodic_y, False, order
+                )
+                delta, used, _ = ordered_bicgstab(
+                    center, coefficients, neighbours, order, flat, zeros, atol, max_krylov
+                )
+            new_step = 0.0
+            for k in range(size):
+                new_step = _max_abs(new_step, delta[k])
+            rate = new_step / step
+            done = (new_step <= tol) or (it >= 1 and rate < 0.5 and 2.0 * rate * new_step <= tol)
+            u = u - delta.reshape(nx, ny)
+            it += 1
+            step = new_step
+            krylov += used
+        U[n] = u
+        if not done:
+            failures += 1
+        most = max(most, it)
+    return U, failures, most, krylov
+
+
+@numba.njit(cache=True, error_model="numpy")
+def fp_march_2d(
+    U,
+    m0,
+    dx,
+    dy,
+    dt,
+    nu,
+    control_cost,
+    count_x,
+    count_y,
+    periodic_x,
+    periodic_y,
+    krylov_tolerance,
+    max_krylov,
+):  # pragma: no cover - compiled
+    """``(M, krylov)`` of the 2D forward march, all levels in one call.
+
+    The march of :func:`mfg_pde.alg.numerical.fp_fdm.make_fp_march_2d` with the compiled
+    pieces it calls on numpy with numba, in the same order: per level, the operator at
+    ``U^n`` (:func:`~mfg_pde.backends._numba_kernels.upwind_terms_2d`), ``A^T M^{n+1} =
+    M^n / dt`` by the ordered Gauss-Seidel BiCGSTAB from ``M^n`` to ``krylov_tolerance
+    max |M^n / dt|``, then the mass of ``M^n`` restored. The one difference is that
+    sum, a plain loop here where NumPy sums pairwise: the densities agree to round-off.
+    """
+    levels = U.shape[0] - 1
+    nx, ny = m0.shape
+    size = nx * ny
+    M = np.empty_like(U)
+    M[0] = m0
+    diag0 = 1.0 / dt
+    krylov = 0
+    for n in range(levels):
+        m = M[n]
+        _, _, lx, gx, ux, ly, gy, uy = upwind_terms_2d(
+            U[n], dx, dy, nu, control_cost, count_x, count_y, periodic_x, periodic_y
+        )
+        rhs = (m / dt).reshape(size)
+        largest = 0.0
+        nonzero = False
+        for k in range(size):
+            largest = _max_abs(largest, rhs[k])
+            nonzero = nonzero or m.reshape(size)[k] != 0.0
+        atol = krylov_tolerance * largest
+        if not nonzero and largest <= atol:  # solved by the start, as the solver skips
+            m_next = m.reshape(size).copy()
+        else:
+            order = bucket_order(U[n].reshape(size), True)
+            center, coefficients, neighbours = ordered_five_point(
+                diag0, (lx, gx, ux, ly, gy, uy), periodic_x, periodic_y, True, order
+            )
+            m_next, used, _ = ordered_bicgstab(
+                center, coefficients, neighbours, order, rhs, m.reshape(size), atol, max_krylov
+            )
+            krylov += used
+        M[n + 1] = (m_next * (np.sum(m) / np.sum(m_next))).reshape(nx, ny)
+    return M, krylov
 
 
 #: The compiled particle march splits the particles into this many fixed chunks (by

@@ -253,6 +253,62 @@ class NumpyBackend(BaseBackend):
 
         return hjb_march_noflux
 
+    def hjb_march_2d_kernel(self) -> Any:
+        """With numba, the compiled 2D march (see :meth:`BaseBackend.hjb_march_2d_kernel`)."""
+        if self._kernels() is None:
+            return None
+        from mfg_pde.alg.numerical._stencils import neighbour_counts
+        from mfg_pde.backends._numba_marches import hjb_march_2d
+
+        def march(
+            g, f, guess, constants, periodic, tolerance, max_iterations, krylov_tol, max_krylov
+        ):
+            g = np.ascontiguousarray(g, dtype=np.float64)
+            nx, ny = g.shape
+            U, failures, most, krylov = hjb_march_2d(
+                g,
+                np.ascontiguousarray(f, dtype=np.float64),
+                np.zeros((1, 1, 1)) if guess is None else np.ascontiguousarray(guess, np.float64),
+                guess is not None,
+                *(float(v) for v in constants),
+                neighbour_counts(nx, bool(periodic[0])),
+                neighbour_counts(ny, bool(periodic[1])),
+                bool(periodic[0]),
+                bool(periodic[1]),
+                float(tolerance),
+                int(max_iterations),
+                float(krylov_tol),
+                int(max_krylov),
+            )
+            return U, np.asarray(failures), np.asarray(most), np.asarray(krylov)
+
+        return march
+
+    def fp_march_2d_kernel(self) -> Any:
+        """With numba, the compiled 2D FP march (see :meth:`BaseBackend.fp_march_2d_kernel`)."""
+        if self._kernels() is None:
+            return None
+        from mfg_pde.alg.numerical._stencils import neighbour_counts
+        from mfg_pde.backends._numba_marches import fp_march_2d
+
+        def march(U, m0, constants, periodic, krylov_tolerance, max_krylov):
+            m0 = np.ascontiguousarray(m0, dtype=np.float64)
+            nx, ny = m0.shape
+            M, _ = fp_march_2d(
+                np.ascontiguousarray(U, dtype=np.float64),
+                m0,
+                *(float(v) for v in constants),
+                neighbour_counts(nx, bool(periodic[0])),
+                neighbour_counts(ny, bool(periodic[1])),
+                bool(periodic[0]),
+                bool(periodic[1]),
+                float(krylov_tolerance),
+                int(max_krylov),
+            )
+            return M
+
+        return march
+
     def particle_march_kernel(self) -> Any:
         """With numba, the compiled 1D particle march (see
         :meth:`BaseBackend.particle_march_kernel`)."""

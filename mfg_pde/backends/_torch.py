@@ -183,6 +183,32 @@ class TorchBackend(BaseBackend):
         """
         return _NUMPY.hjb_march_kernel() if self._device.type == "cpu" else None
 
+    def hjb_march_2d_kernel(self) -> Any:
+        """On the CPU, the NumPy backend's compiled 2D march on the tensors' memory (see
+        :meth:`BaseBackend.hjb_march_2d_kernel`); None on a GPU."""
+        march = _NUMPY.hjb_march_2d_kernel() if self._device.type == "cpu" else None
+        if march is None:
+            return None
+
+        def on_tensors(g, f, guess, constants, *options):
+            host = (None if a is None else a.detach().numpy() for a in (g, f, guess))
+            return _as_tensors(march(*host, tuple(float(v) for v in constants), *options))
+
+        return on_tensors
+
+    def fp_march_2d_kernel(self) -> Any:
+        """On the CPU, the NumPy backend's compiled 2D FP march on the tensors' memory;
+        None on a GPU."""
+        march = _NUMPY.fp_march_2d_kernel() if self._device.type == "cpu" else None
+        if march is None:
+            return None
+
+        def on_tensors(U, m0, constants, *options):
+            host = (a.detach().numpy() for a in (U, m0))
+            return _as_tensors(march(*host, tuple(float(v) for v in constants), *options))
+
+        return on_tensors
+
     def particle_march_kernel(self) -> Any:
         """On the CPU, the NumPy backend's compiled 1D particle march; None on a GPU."""
         return _NUMPY.particle_march_kernel() if self._device.type == "cpu" else None

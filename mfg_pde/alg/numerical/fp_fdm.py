@@ -123,11 +123,17 @@ def make_fp_march(backend: BaseBackend, periodic: bool):
 def make_fp_march_2d(
     backend: BaseBackend, periodic: tuple[bool, bool], krylov_tolerance: float, max_krylov: int
 ):
-    """The 2D forward march ``(arrays, U) -> M`` (see :class:`FPFDMSolver`)."""
+    """The 2D forward march ``(arrays, U) -> M`` (see :class:`FPFDMSolver`); in one call
+    of the backend's compiled march where it has one
+    (:meth:`~mfg_pde.backends.BaseBackend.fp_march_2d_kernel`)."""
     b, xp = backend, backend.xp
+    kernel = b.fp_march_2d_kernel()
 
     def march(arrays: dict, U: Any) -> Any:
         c = arrays["c"]
+        if kernel is not None:
+            constants = (c.dx, c.dy, c.dt, c.nu, c.control_cost)
+            return kernel(U, arrays["m0"], constants, periodic, krylov_tolerance, max_krylov)
         diag0 = 1.0 / c.dt
 
         def time_step(m, u):

@@ -367,8 +367,20 @@ def make_hjb_march_2d(
     iterations of the whole march.
     """
     b, xp = backend, backend.xp
+    kernel = b.hjb_march_2d_kernel()
+
+    def compiled_march(arrays: dict, M: Any, U_guess: Any) -> tuple:
+        """The march in one call of the backend's kernel; the running cost (a Python
+        callable) is evaluated for all levels first, as the 1D compiled march does."""
+        c = arrays["c"]
+        f = running_costs(b, running_cost, arrays, M[1:, ...], arrays["t"][1:])
+        constants = (c.dx, c.dy, c.dt, c.nu, c.control_cost)
+        options = (tolerance, max_iterations, krylov_tolerance, max_krylov_iterations)
+        return kernel(arrays["g"], f, U_guess, constants, periodic, *options)
 
     def march(arrays: dict, M: Any, U_guess: Any) -> tuple:
+        if kernel is not None:
+            return compiled_march(arrays, M, U_guess)
         c, coords, cost, counts = arrays["c"], arrays["coords"], arrays["cost"], arrays["counts"]
         diag0 = 1.0 / c.dt
         zero = xp.zeros_like(coords[0])
