@@ -12,6 +12,11 @@ second one; the iterations, seconds per iteration, the split between the HJB and
 marches (host loop) and the BiCGSTAB iterations of one HJB and one FP march at the
 converged density. The issue's target: a full solve in under 30 s on numpy on a 2-core
 machine at n = 128, nt = 100. Writes ``benchmarks/results/run-2d-<device>.json``.
+
+``--compare-march-kernels`` instead times, per backend, the whole solve with the
+compiled 2D marches (``hjb_march_2d_kernel``, ``fp_march_2d_kernel``) and without them
+(the step-by-step marches), alternating ``--rounds`` times in one process so that the
+machine's drift falls on both alike; writes ``run-2d-march-kernels-<device>.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernels  # noqa: E402  (benchmarks/kernels.py: machine description)
 
-from mfg_pde import available_backends, solve_mfg  # noqa: E402
+from mfg_pde import available_backends, create_backend, solve_mfg  # noqa: E402
 from mfg_pde.alg.numerical import HJBFDMSolver  # noqa: E402
 from mfg_pde.problems import hello_2d_example  # noqa: E402
 
@@ -70,6 +75,47 @@ def bench(backend: str, n: int, nt: int, max_iterations: int, repeat: bool) -> d
     return row
 
 
+def compare_march_kernels(backend: str, n: int, nt: int, max_iterations: int, rounds: int):
+    """Whole solves with and without the compiled 2D marches, alternating (see module)."""
+    import mfg_pde.alg.numerical._base as base
+    from mfg_pde.backends import create_backend
+
+    cls = type(create_backend(backend))
+    hooks = {name: getattr(cls, name) for name in ("hjb_march_2d_kernel", "fp_march_2d_kernel")}
+    problem = hello_2d_example(Nx=(n, n), Nt=nt)
+    rows = []
+    try:
+        for _ in range(rounds):
+            for compiled in (True, False):
+                for name, hook in hooks.items():
+                    setattr(cls, name, hook if compiled else (lambda self: None))
+                base._compiled.clear()  # programs are cached by structure, not by path
+                times = []
+                for _ in range(2 if backend == "jax" else 1):
+                    start = time.perf_counter()
+                    result = solve_mfg(problem, backend=backend, max_iterations=max_iterations)
+                    times.append(round(time.perf_counter() - start, 3))
+                rows.append(
+                    {
+                        "backend": backend,
+                        "march_kernels": compiled,
+                        "seconds": times,
+                        "iterations": result.iterations,
+                        "converged": result.converged,
+                    }
+                )
+                print(
+                    f"{backend:6s} {'march kernels' if compiled else 'step by step ':13s} "
+                    + " ".join(f"{t:7.2f} s" for t in times),
+                    flush=True,
+                )
+    finally:
+        for name, hook in hooks.items():
+            setattr(cls, name, hook)
+        base._compiled.clear()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=128)
@@ -77,23 +123,39 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(available_backends()))
     parser.add_argument("--max-iterations", type=int, default=200)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--compare-march-kernels", action="store_true")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     machine = kernels.machine_description()
     load_before = kernels._load_average()
     print(f"{machine['cpu_model']}, {machine['cpu_count']} CPUs; load {load_before}", flush=True)
-    rows = [
-        bench(name, args.n, args.nt, args.max_iterations, repeat=name == "jax")
-        for name in args.backends.split(",")
-    ]
-    device = "cpu" if all(r["device"].startswith("cpu") for r in rows) else "gpu"
+    if args.compare_march_kernels:
+        rows = [
+            row
+            for name in args.backends.split(",")
+            for row in compare_march_kernels(
+                name, args.n, args.nt, args.max_iterations, args.rounds
+            )
+        ]
+        device = create_backend(args.backends.split(",")[0]).device.split(":")[0]
+        stem = "run-2d-march-kernels"
+    else:
+        rows = [
+            bench(name, args.n, args.nt, args.max_iterations, repeat=name == "jax")
+            for name in args.backends.split(",")
+        ]
+        device = "cpu" if all(r["device"].startswith("cpu") for r in rows) else "gpu"
+        stem = "run-2d"
     output = args.output or (
         Path(__file__).resolve().parent
         / "results"
-        / f"run-2d-{device}-{machine['cpu_count']}core.json"
+        / f"{stem}-{device}-{machine['cpu_count']}core.json"
     )
     report = {
         "problem": "hello_2d_example",
         "machine": machine,
+        "source": kernels.source_state(),
+        "command": "run_2d.py " + " ".join(sys.argv[1:]),
         "load_average_before": load_before,
         "load_average_after": kernels._load_average(),
         "rows": rows,
