@@ -85,6 +85,13 @@ def compare_march_kernels(backend: str, n: int, nt: int, max_iterations: int, ro
     problem = hello_2d_example(Nx=(n, n), Nt=nt)
     rows = []
     try:
+        # Warm up both paths on a small grid: numba compiles (or loads from its cache)
+        # the kernels of each once per process, which is not what is compared.
+        for compiled in (True, False):
+            for name, hook in hooks.items():
+                setattr(cls, name, hook if compiled else (lambda self: None))
+            base._compiled.clear()
+            solve_mfg(hello_2d_example(Nx=(16, 16), Nt=4), backend=backend)
         for _ in range(rounds):
             for compiled in (True, False):
                 for name, hook in hooks.items():
