@@ -163,6 +163,20 @@ class LinearSolves:
         """
         return None
 
+    def equation_residual_2d_kernel(self) -> Callable[..., tuple] | None:
+        """The 2D equation residual ``(F, G)`` in one compiled pass, or None (the
+        default) to evaluate the array version
+        (:func:`~mfg_pde.alg.numerical._residual.make_equation_residual`).
+
+        Returns ``residual(U, M, f, constants, periodic) -> (F, G)`` on this backend's
+        arrays, ``f`` (Nt, nx, ny) the running cost at levels 1..Nt, ``constants =
+        (dx, dy, dt, nu, control_cost)``; the contract of
+        :func:`mfg_pde.backends._numba_marches.equation_residual_2d`. numpy with numba
+        provides it and torch on the CPU calls it on the tensors' memory; jax keeps its
+        fused array version.
+        """
+        return None
+
     def march_tridiagonal(
         self,
         lower: Any,

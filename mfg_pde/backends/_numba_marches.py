@@ -258,6 +258,53 @@ def fp_march_2d(
     return M, krylov
 
 
+@numba.njit(cache=True)
+def equation_residual_2d(
+    U, M, f, dx, dy, dt, nu, control_cost, count_x, count_y, periodic_x, periodic_y
+):  # pragma: no cover - compiled
+    """``(F, G)`` of :func:`mfg_pde.alg.numerical._residual.make_equation_residual` in 2D,
+    level by level in one pass (the array version makes ~60 passes over blocks of
+    levels): ``F_n = (U^n - U^{n+1}) / dt - ν Δ_h U^n + H(U^n) - f_n`` and
+    ``G_n = A(U^n)^T M^{n+1} - M^n / dt``, with the terms of
+    :func:`~mfg_pde.backends._numba_kernels.upwind_terms_2d` and ``A^T`` applied as the
+    array version applies it (``diag0 v`` plus each axis' transposed line product, x
+    first), in the same order of operations. ``f[n]`` is the running cost at level
+    ``n + 1``."""
+    levels = U.shape[0] - 1
+    nx, ny = U.shape[1], U.shape[2]
+    F = np.empty((levels, nx, ny))
+    G = np.empty((levels, nx, ny))
+    diag0 = 1.0 / dt
+    for n in range(levels):
+        hamiltonian, diffusion, lx, gx, ux, ly, gy, uy = upwind_terms_2d(
+            U[n], dx, dy, nu, control_cost, count_x, count_y, periodic_x, periodic_y
+        )
+        v = M[n + 1]
+        for i in range(nx):
+            im = i - 1 if i > 0 else nx - 1
+            ip = i + 1 if i < nx - 1 else 0
+            for j in range(ny):
+                F[n, i, j] = (
+                    (U[n, i, j] - U[n + 1, i, j]) / dt
+                    - diffusion[i, j]
+                    + hamiltonian[i, j]
+                    - f[n, i, j]
+                )
+                jm = j - 1 if j > 0 else ny - 1
+                jp = j + 1 if j < ny - 1 else 0
+                # A^T's x line at (i, j): lower'[i] = upper[i - 1], upper'[i] = lower[i + 1]
+                # (cyclic indices: the stray ends are multiplied by a zero neighbour on
+                # no-flux axes, as the array version's shifted vectors do).
+                left = v[im, j] if (i > 0 or periodic_x) else 0.0
+                right = v[ip, j] if (i < nx - 1 or periodic_x) else 0.0
+                along_x = ux[im, j] * left + gx[i, j] * v[i, j] + lx[ip, j] * right
+                left = v[i, jm] if (j > 0 or periodic_y) else 0.0
+                right = v[i, jp] if (j < ny - 1 or periodic_y) else 0.0
+                along_y = uy[i, jm] * left + gy[i, j] * v[i, j] + ly[i, jp] * right
+                G[n, i, j] = (diag0 * v[i, j] + along_x + along_y) - M[n, i, j] / dt
+    return F, G
+
+
 #: The compiled particle march splits the particles into this many fixed chunks (by
 #: index), marches each in its own thread (the kernels release the GIL) and bins each
 #: onto its own fine grid; the grids are summed in chunk order. The chunks do not

@@ -309,6 +309,30 @@ class NumpyBackend(BaseBackend):
 
         return march
 
+    def equation_residual_2d_kernel(self) -> Any:
+        """With numba, the compiled 2D residual (see
+        :meth:`BaseBackend.equation_residual_2d_kernel`)."""
+        if self._kernels() is None:
+            return None
+        from mfg_pde.alg.numerical._stencils import neighbour_counts
+        from mfg_pde.backends._numba_marches import equation_residual_2d
+
+        def residual(U, M, f, constants, periodic):
+            U = np.ascontiguousarray(U, dtype=np.float64)
+            nx, ny = U.shape[1:]
+            return equation_residual_2d(
+                U,
+                np.ascontiguousarray(M, dtype=np.float64),
+                np.ascontiguousarray(np.broadcast_to(f, (U.shape[0] - 1, nx, ny)), np.float64),
+                *(float(v) for v in constants),
+                neighbour_counts(nx, bool(periodic[0])),
+                neighbour_counts(ny, bool(periodic[1])),
+                bool(periodic[0]),
+                bool(periodic[1]),
+            )
+
+        return residual
+
     def particle_march_kernel(self) -> Any:
         """With numba, the compiled 1D particle march (see
         :meth:`BaseBackend.particle_march_kernel`)."""

@@ -209,6 +209,19 @@ class TorchBackend(BaseBackend):
 
         return on_tensors
 
+    def equation_residual_2d_kernel(self) -> Any:
+        """On the CPU, the NumPy backend's compiled 2D residual on the tensors' memory;
+        None on a GPU."""
+        residual = _NUMPY.equation_residual_2d_kernel() if self._device.type == "cpu" else None
+        if residual is None:
+            return None
+
+        def on_tensors(U, M, f, constants, periodic):
+            host = (a.detach().numpy() for a in (U, M, f))
+            return _as_tensors(residual(*host, tuple(float(v) for v in constants), periodic))
+
+        return on_tensors
+
     def particle_march_kernel(self) -> Any:
         """On the CPU, the NumPy backend's compiled 1D particle march; None on a GPU."""
         return _NUMPY.particle_march_kernel() if self._device.type == "cpu" else None

@@ -41,6 +41,15 @@ def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: An
         return running_costs(b, running_cost, arrays, M[1:, ...], arrays["t"][1:])
 
     if isinstance(periodic, tuple):
+        kernel = b.equation_residual_2d_kernel()
+        if kernel is not None:  # one compiled pass (numpy with numba, torch on the CPU)
+
+            def compiled_2d(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
+                c = arrays["c"]
+                constants = (c.dx, c.dy, c.dt, c.nu, c.control_cost)
+                return kernel(U, M, level_costs(arrays, M), constants, periodic)
+
+            return compiled_2d
 
         def residual_2d(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
             c = arrays["c"]
