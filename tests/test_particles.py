@@ -413,7 +413,7 @@ def _as_on_a_gpu(monkeypatch):
     monkeypatch.setattr(JAXBackend, "particle_march_kernel", lambda self: None)
 
 
-@pytest.mark.parametrize("kept", [True, False])
+@pytest.mark.parametrize("kept", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_jax_particle_fixed_point_runs_as_one_program(monkeypatch, kept):
     """Where jax marches particles with a ``scan`` (a GPU), the whole particle fixed
     point is one compiled program: the same answer as the host loop around the same
