@@ -237,21 +237,22 @@ def fp_march_2d(
             U[n], dx, dy, nu, control_cost, count_x, count_y, periodic_x, periodic_y
         )
         rhs = (m / dt).reshape(size)
+        start = m.reshape(size)
         largest = 0.0
         nonzero = False
         for k in range(size):
             largest = _max_abs(largest, rhs[k])
-            nonzero = nonzero or m.reshape(size)[k] != 0.0
+            nonzero = nonzero or start[k] != 0.0
         atol = krylov_tolerance * largest
         if not nonzero and largest <= atol:  # solved by the start, as the solver skips
-            m_next = m.reshape(size).copy()
+            m_next = start.copy()
         else:
             order = bucket_order(U[n].reshape(size), True)
             center, coefficients, neighbours = ordered_five_point(
                 diag0, (lx, gx, ux, ly, gy, uy), periodic_x, periodic_y, True, order
             )
             m_next, used, _ = ordered_bicgstab(
-                center, coefficients, neighbours, order, rhs, m.reshape(size), atol, max_krylov
+                center, coefficients, neighbours, order, rhs, start, atol, max_krylov
             )
             krylov += used
         M[n + 1] = (m_next * (np.sum(m) / np.sum(m_next))).reshape(nx, ny)
