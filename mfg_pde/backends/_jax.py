@@ -6,6 +6,7 @@ per-array switch, and every solver here computes in float64.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -194,12 +195,12 @@ class JAXBackend(BaseBackend):
 
             def on_host(fields: np.ndarray) -> tuple:
                 fields = np.asarray(fields)  # jax hands the callback jax arrays
-                values = fields[-1].reshape(-1)[: len(constants)]
+                values = _read_constants(fields, len(constants))
                 U, failures, most, krylov = march(
                     fields[levels],
                     fields[:levels],
                     fields[levels + 1 : -1] if use_guess else None,
-                    tuple(float(v) for v in values),
+                    values,
                     *options,
                 )
                 return (
@@ -211,15 +212,8 @@ class JAXBackend(BaseBackend):
 
             # One stacked argument (each argument of a callback costs ~30-90 µs): f, g,
             # the guess, and a plane whose first entries carry the constants.
-            scalars = jnp.zeros(shape, jnp.float64).reshape(-1)
-            scalars = scalars.at[: len(constants)].set(
-                jnp.stack([jnp.asarray(v, jnp.float64) for v in constants])
-            )
-            planes = [f, g[None, ...]]
-            if use_guess:
-                planes.append(guess)
-            planes.append(scalars.reshape(shape)[None, ...])
-            fields = jnp.concatenate(planes, axis=0)
+            planes = [f, g[None, ...], *([guess] if use_guess else [])]
+            fields = jnp.concatenate([*planes, _constants_plane(constants, shape)], axis=0)
             return jax.pure_callback(on_host, results, fields, vmap_method="sequential")
 
         return on_host_arrays
@@ -239,15 +233,11 @@ class JAXBackend(BaseBackend):
 
             def on_host(fields: np.ndarray) -> np.ndarray:
                 fields = np.asarray(fields)  # jax hands the callback jax arrays
-                values = fields[-1].reshape(-1)[: len(constants)]
-                M = march(fields[:-2], fields[-2], tuple(float(v) for v in values), *options)
+                values = _read_constants(fields, len(constants))
+                M = march(fields[:-2], fields[-2], values, *options)
                 return np.asarray(M, dtype=np.float64)
 
-            scalars = jnp.zeros(shape, jnp.float64).reshape(-1)
-            scalars = scalars.at[: len(constants)].set(
-                jnp.stack([jnp.asarray(v, jnp.float64) for v in constants])
-            )
-            fields = jnp.concatenate([U, m0[None, ...], scalars.reshape(shape)[None, ...]])
+            fields = jnp.concatenate([U, m0[None, ...], _constants_plane(constants, shape)])
             return jax.pure_callback(on_host, result, fields, vmap_method="sequential")
 
         return on_host_arrays
@@ -362,3 +352,18 @@ def _host_numpy() -> Any:
 
 
 _HOST: Any = None
+
+
+def _constants_plane(constants: tuple, shape: tuple) -> Any:
+    """``(1, *shape)``: a plane of a host callback's stacked argument whose first
+    entries carry ``constants`` (traced scalars), so that they cross with the arrays."""
+    plane = jnp.zeros(math.prod(shape), jnp.float64)
+    plane = plane.at[: len(constants)].set(
+        jnp.stack([jnp.asarray(v, jnp.float64) for v in constants])
+    )
+    return plane.reshape(shape)[None, ...]
+
+
+def _read_constants(fields: np.ndarray, count: int) -> tuple:
+    """The constants that :func:`_constants_plane` put in the last plane of ``fields``."""
+    return tuple(float(v) for v in fields[-1].reshape(-1)[:count])
