@@ -134,6 +134,19 @@ class LinearSolves:
         """
         return None
 
+    def fdm_1d_kernels(self) -> Any:
+        """The compiled 1D FP march, equation residual and member-wise HJB march over a
+        stack of problems, or None (the default) to run the array versions.
+
+        Returns a namespace with ``fp_march_1d``, ``equation_residual_1d`` and
+        ``hjb_march_members`` of the contracts in :mod:`mfg_pde.backends._numba_fdm1d`:
+        host NumPy arrays ``(Nt + 1, B, n)``, equal to the array versions to the bit,
+        each filling a range of members and releasing the GIL (a batch runs two ranges in
+        two threads). numpy with numba provides it; torch on the CPU calls it on its
+        tensors' memory; jax keeps its fused programs.
+        """
+        return None
+
     def hjb_march_2d_kernel(self) -> Callable[..., tuple] | None:
         """A compiled 2D HJB march, or None (the default) to run the array version
         (:func:`~mfg_pde.alg.numerical.hjb_fdm.make_hjb_march_2d`, which then calls

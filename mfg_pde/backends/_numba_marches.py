@@ -30,7 +30,7 @@ from mfg_pde.backends._numba_kernels import (
 )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def hjb_march_noflux(
     g, f, guess, use_guess, dx, dt, nu, control_cost, diag0, tolerance, max_iterations
 ):  # pragma: no cover - compiled

@@ -253,6 +253,14 @@ class NumpyBackend(BaseBackend):
 
         return hjb_march_noflux
 
+    def fdm_1d_kernels(self) -> Any:
+        """With numba, the compiled 1D passes (see :meth:`BaseBackend.fdm_1d_kernels`)."""
+        if self._kernels() is None:
+            return None
+        from mfg_pde.backends import _numba_fdm1d
+
+        return _numba_fdm1d
+
     def hjb_march_2d_kernel(self) -> Any:
         """With numba, the compiled 2D march (see :meth:`BaseBackend.hjb_march_2d_kernel`)."""
         if self._kernels() is None:

@@ -183,6 +183,11 @@ class TorchBackend(BaseBackend):
         """
         return _NUMPY.hjb_march_kernel() if self._device.type == "cpu" else None
 
+    def fdm_1d_kernels(self) -> Any:
+        """On the CPU, the NumPy backend's compiled 1D passes (host arrays: the callers
+        read the tensors' memory, see :meth:`BaseBackend.fdm_1d_kernels`); None on a GPU."""
+        return _NUMPY.fdm_1d_kernels() if self._device.type == "cpu" else None
+
     def hjb_march_2d_kernel(self) -> Any:
         """On the CPU, the NumPy backend's compiled 2D march on the tensors' memory (see
         :meth:`BaseBackend.hjb_march_2d_kernel`); None on a GPU."""

@@ -21,23 +21,33 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mfg_pde.alg.numerical import _fdm1d_host as fdm1d
 from mfg_pde.alg.numerical import _grid2d as g2
 from mfg_pde.alg.numerical import _stencils as st
 from mfg_pde.alg.numerical._base import running_costs
 from mfg_pde.backends import BaseBackend
 
 
-def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: Any):
+def make_equation_residual(
+    backend: BaseBackend, running_cost: Any, periodic: Any, costs: Any = None
+):
     """A pure ``(arrays, U, M) -> (F, G)``, each of shape ``(Nt, *grid)`` (see module doc).
 
     ``arrays`` is :func:`~mfg_pde.alg.numerical._base.problem_arrays`; ``U`` and ``M``
     have shape ``(Nt + 1, *grid)`` and their end levels ``U[-1]``, ``M[0]`` are taken as
     given (they are ``g`` and ``m0`` for every iterate the solvers produce).
     ``periodic``: a bool in 1D, a pair of them (per axis) in 2D.
+
+    ``costs(arrays, M) -> f`` replaces the running costs ``f(x, M^{n+1}, t_{n+1})``
+    of levels 1..Nt (a stacked batch evaluates them member by member); the 1D scheme
+    itself works on any axes between time and space, with ``arrays["c"]``'s ν and λ
+    broadcasting against them.
     """
     b, xp = backend, backend.xp
 
     def level_costs(arrays: dict, M: Any) -> Any:
+        if costs is not None:
+            return costs(arrays, M)
         return running_costs(b, running_cost, arrays, M[1:, ...], arrays["t"][1:])
 
     if isinstance(periodic, tuple):
@@ -63,6 +73,15 @@ def make_equation_residual(backend: BaseBackend, running_cost: Any, periodic: An
             return F, G
 
         return _in_time_blocks(b, residual_2d)
+
+    kernels = b.fdm_1d_kernels()
+    if kernels is not None:  # one compiled pass, the same numbers (numpy, torch on CPU)
+
+        def compiled(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
+            f = level_costs(arrays, M)
+            return fdm1d.equation_residual(kernels, b, arrays, U, M, f, periodic)
+
+        return compiled
 
     def residual(arrays: dict, U: Any, M: Any) -> tuple[Any, Any]:
         c = arrays["c"]

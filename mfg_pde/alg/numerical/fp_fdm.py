@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from mfg_pde.alg.numerical import _fdm1d_host as fdm1d
 from mfg_pde.alg.numerical import _grid2d as g2
 from mfg_pde.alg.numerical import _stencils as st
 from mfg_pde.alg.numerical._base import BaseSolver, check_krylov_options, compiled_program
@@ -105,8 +106,11 @@ class FPFDMSolver(BaseSolver):
 def make_fp_march(backend: BaseBackend, periodic: bool):
     """The forward march as a pure function ``(arrays, U) -> M`` (see :class:`FPFDMSolver`)."""
     b, xp = backend, backend.xp
+    kernels = b.fdm_1d_kernels()
 
     def march(arrays: dict, U: Any) -> Any:
+        if kernels is not None:  # one compiled pass, the same numbers (numpy, torch on CPU)
+            return fdm1d.fp_march(kernels, b, arrays, U, periodic)
         c = arrays["c"]
         diag0 = 1.0 / c.dt + (c.nu / (c.dx * c.dx)) * arrays["counts"]
         a, bb, _ = st.upwind_derivatives(xp, U[:-1, ...], c, periodic)
