@@ -243,8 +243,13 @@ def solve_mfg_batch(
 
     On jax with ``method="fdm"`` the compiled fixed-point program is vectorised over
     the batch with ``jax.vmap`` and runs once: every iteration advances all members
-    (members that have converged stay frozen) until the last one converges. Elsewhere
-    the members are solved one after another. The members' ``timings`` hold the batch's
+    (members that have converged stay frozen) until the last one converges. On numpy,
+    numba and torch on the CPU a 1D ``"fdm"`` batch (damped Picard, with or without
+    ``adaptive_damping``) stacks the members' iterations, two ranges of members in two
+    threads, each member leaving the stack when it stops; every member gets its own
+    solve's numbers, to the bit on numpy (:mod:`mfg_pde.alg.numerical._stacked_batch`).
+    Elsewhere (other methods, 2D, Anderson, ``stall_window``, progress reporting) the
+    members are solved one after another. The members' ``timings`` hold the batch's
     ``batch_total`` and ``batch_size``.
     """
     if not isinstance(batch, dict) or not batch:
@@ -267,18 +272,36 @@ def solve_mfg_batch(
     # Building each member validates its values (sigma >= 0, control_cost > 0, finite).
     members = [problem.replace(**{k: float(v[i]) for k, v in values.items()}) for i in range(size)]
 
+    from mfg_pde.alg.numerical._stacked_batch import runs_stacked
+
     start = time.perf_counter()
     b = create_backend(backend)
     iterator = _iterator(problem, method, b, options) if method in ("fdm", "particle") else None
     reports = options.get("verbose") or options.get("callback") is not None
     if iterator is not None and iterator.runs_as_one_program and not reports:
         results = _solve_vmapped(iterator, members, values, _pick(options, _SOLVE_OPTIONS))
+    elif iterator is not None and runs_stacked(iterator) and not reports:
+        results = _solve_stacked(iterator, members, method, b, options)
     else:  # one solve_mfg per member: other backends and methods, progress reporting
         results = [solve_mfg(m, method, b, **options) for m in members]
     total = time.perf_counter() - start
     for result in results:
         result.timings.update(batch_total=total, batch_size=float(size))
     return results
+
+
+def _solve_stacked(iterator, members, method, backend, options) -> list[MFGResult]:
+    """numpy, numba, torch on the CPU: the members' 1D iterations stacked
+    (:mod:`mfg_pde.alg.numerical._stacked_batch`)."""
+    from mfg_pde.alg.numerical._base import check_solve_arguments
+    from mfg_pde.alg.numerical._stacked_batch import solve_stacked
+
+    max_iterations = options.get("max_iterations", 100)
+    tolerances = check_solve_arguments(
+        max_iterations, options.get("tolerance", 1e-6), options.get("equation_tolerance")
+    )
+    member_iterators = [_iterator(m, method, backend, options) for m in members]
+    return solve_stacked(iterator, member_iterators, members, tolerances, max_iterations)
 
 
 def _solve_vmapped(iterator, members, values, solve_options) -> list[MFGResult]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from mfg_pde.alg.numerical._residual import residual_norms
 from mfg_pde.alg.numerical._stall import progress, stall_update
 from mfg_pde.backends import BaseBackend
 from mfg_pde.utils.anderson_acceleration import AndersonAccelerator
@@ -61,7 +60,13 @@ class StallState(NamedTuple):
 
 
 def make_iteration(
-    iterator: Any, backend: BaseBackend, hjb: Any, fp: Any, residual: Any, max_iterations: int
+    iterator: Any,
+    backend: BaseBackend,
+    hjb: Any,
+    fp: Any,
+    residual: Any,
+    max_iterations: int,
+    members: bool = False,
 ):
     """``(arrays, tolerances, state) -> state``: one fixed-point iteration, pure.
 
@@ -69,8 +74,17 @@ def make_iteration(
     are the marches, ``residual(arrays, U, M) -> (F, G)`` the discrete equations;
     the same function is the body of the compiled while_loop and of the host loop.
     ``tolerances`` is ``(tolerance, equation_tolerance)``.
+
+    ``members=True``: the state holds a batch of problems stacked on axis 1 of the
+    fields (``(Nt + 1, B, *grid)``), the scalars as ``(B, 1, ...)`` columns that
+    broadcast against one member's grid and the histories as ``(B, max_iterations)``
+    (:mod:`~mfg_pde.alg.numerical._stacked_batch`); every norm and test is then taken
+    per member. Neither Anderson nor ``stall_window`` is written for it.
     """
+    if members and (iterator.use_anderson or iterator.stall_window is not None):
+        raise ValueError("a stacked batch runs neither Anderson nor stall_window")
     xp = backend.xp
+    total, largest, every = _reductions(xp, members)
     accelerator = anderson_accelerator(iterator, backend)
     u_only = iterator.anderson_on_u_only
     adaptive = iterator.adaptive_damping
@@ -85,11 +99,12 @@ def make_iteration(
         tolerance, equation_tolerance = tolerances
         U_hat, failures = hjb(arrays, s.M, s.U)
         M_hat = fp(arrays, U_hat)
-        bad_u = ~xp.all(xp.isfinite(U_hat))
-        bad_m = ~xp.all(xp.isfinite(M_hat))
-        ru = _relative_change(xp, U_hat, s.U)
-        rm = _relative_change(xp, M_hat, s.M)
-        rh, rf = residual_norms(xp, *residual(arrays, U_hat, M_hat))
+        bad_u = ~every(xp.isfinite(U_hat))
+        bad_m = ~every(xp.isfinite(M_hat))
+        ru = _relative_change(xp, U_hat, s.U, total)
+        rm = _relative_change(xp, M_hat, s.M, total)
+        F, G = residual(arrays, U_hat, M_hat)
+        rh, rf = largest(xp.abs(F)), largest(xp.abs(G))
         converged = (
             (ru < tolerance)
             & (rm < tolerance)
@@ -234,6 +249,31 @@ def _anderson_update(xp, accelerator, u_only, theta, s, U_hat, M_hat, adaptive=F
     return xp.reshape(stacked[:size], shape), xp.reshape(stacked[size:], shape), anderson
 
 
-def _relative_change(xp: Any, new: Any, old: Any) -> Any:
-    diff = xp.sqrt(xp.sum((new - old) ** 2))
-    return diff / xp.maximum(xp.sqrt(xp.sum(new**2)), 1e-300)
+def _relative_change(xp: Any, new: Any, old: Any, total: Any) -> Any:
+    diff = xp.sqrt(total((new - old) ** 2))
+    return diff / xp.maximum(xp.sqrt(total(new**2)), 1e-300)
+
+
+def _reductions(xp: Any, members: bool) -> tuple[Any, Any, Any]:
+    """``(sum, max, all)`` over a whole field, or per member of a stacked batch (the
+    result a ``(B, 1, ...)`` column, see :func:`make_iteration`)."""
+    if not members:
+        return xp.sum, xp.max, xp.all
+
+    def column(out: Any, ndim: int) -> Any:
+        return xp.reshape(out, (out.shape[0],) + (1,) * (ndim - 2))
+
+    def member_sum(x: Any) -> Any:
+        # Each member's values as one contiguous row, summed along it: the order of a
+        # single solve's sum over its own array, so the norms (and the stops they decide)
+        # are the single solve's to the bit, whatever the stack's size.
+        rows = xp.reshape(xp.moveaxis(x, 1, 0), (x.shape[1], -1))
+        return column(xp.sum(rows, axis=1), x.ndim)
+
+    def member_max(x: Any) -> Any:  # exact in any order
+        return column(xp.max(x, axis=(0, *range(2, x.ndim))), x.ndim)
+
+    def member_all(x: Any) -> Any:
+        return column(xp.all(x, axis=(0, *range(2, x.ndim))), x.ndim)
+
+    return member_sum, member_max, member_all

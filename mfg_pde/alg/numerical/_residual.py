@@ -135,8 +135,3 @@ def _in_time_blocks(backend: BaseBackend, residual: Any) -> Any:
         return xp.concat([F for F, _ in parts]), xp.concat([G for _, G in parts])
 
     return blocked
-
-
-def residual_norms(xp: Any, F: Any, G: Any) -> tuple[Any, Any]:
-    """``(max |F|, max |G|)``: the reported equation residuals of HJB and FP."""
-    return xp.max(xp.abs(F)), xp.max(xp.abs(G))

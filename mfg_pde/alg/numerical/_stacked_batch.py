@@ -1,0 +1,269 @@
+"""A batch of 1D finite-difference problems solved with their iterations stacked, on the host.
+
+On numpy, numba and torch on the CPU, :func:`mfg_pde.solve_mfg_batch` stacks the
+members' iterates as ``(Nt + 1, B, Nx)`` and runs one iteration
+(:func:`~mfg_pde.alg.numerical._fixed_point_iteration.make_iteration` with
+``members=True``) for all of them:
+
+* the FP march and the equation residual are one compiled pass over the stack each
+  (:meth:`~mfg_pde.backends.BaseBackend.fdm_1d_kernels`), the HJB march one compiled
+  Newton march per member in one call; the scheme's ν and λ are ``(B, 1)`` columns;
+* the running costs are evaluated member by member, as a single solve calls them (a
+  cost's contract is one density profile per call, with the member's
+  ``cost_parameters``);
+* the norms, the damping and the stopping tests are array operations on the stack;
+* a member leaves the stack when it stops (converged, non-finite, or out of
+  iterations), so the rest no longer pay for it.
+
+The members are split into :data:`MEMBER_CHUNKS` fixed ranges, each a stack of its
+own, run at once in threads: the compiled passes release the GIL, so on two cores the
+ranges overlap (the per-member work is the compiled marches; the Python between them
+is shared by a range's members).
+
+Every member's numbers are those of its own single solve, to the bit on numpy: the
+same operations on the same values in the same order (each member's norms are summed
+along its own contiguous copy, as a single solve sums its array), whatever the other
+members do and however the members are split.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from mfg_pde.alg.numerical import _fdm1d_host as fdm1d
+from mfg_pde.alg.numerical._base import running_costs
+from mfg_pde.alg.numerical._fixed_point_iteration import (
+    RUNNING,
+    IterationState,
+    initial_state,
+    make_iteration,
+)
+from mfg_pde.alg.numerical._fixed_point_result import fixed_point_result
+from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
+from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
+
+#: Ranges of members solved at once in threads (at most one per core this process may
+#: use): the compiled passes release the GIL, the Python in between does not.
+MEMBER_CHUNKS = 2
+
+#: IterationState fields by how a member's value sits in the stack.
+_FIELDS = ("U", "M", "bad")  # (Nt + 1, Nx) -> axis 1 of (Nt + 1, B, Nx)
+_HISTORIES = ("res_u", "res_m", "res_hjb", "res_fp")  # (max_iterations,) -> rows
+_SCALARS = ("k", "theta", "last", "since", "status", "newton_failures")  # () -> (B, 1)
+
+
+def runs_stacked(iterator: Any) -> bool:
+    """Whether :func:`solve_stacked` serves ``iterator``'s batch: 1D finite differences
+    with the default iteration (damped Picard, adaptive damping allowed; Anderson and
+    ``stall_window`` are not written for a stack) on a backend with the compiled 1D
+    passes (:meth:`~mfg_pde.backends.BaseBackend.fdm_1d_kernels`: numpy with numba,
+    torch on the CPU; jax vmaps its whole program instead)."""
+    b, p = iterator.backend, iterator.problem
+    return (
+        p.dim == 1
+        and type(iterator.hjb_solver) is HJBFDMSolver
+        and type(iterator.fp_solver) is FPFDMSolver
+        and iterator.compile
+        and not iterator.use_anderson
+        and iterator.stall_window is None
+        and b.fdm_1d_kernels() is not None
+    )
+
+
+def solve_stacked(
+    iterator: Any,
+    member_iterators: list,
+    members: list,
+    tolerances: tuple[float, float],
+    max_iterations: int,
+) -> list:
+    """Solve the batch (``iterator`` built for the shared problem, one iterator per
+    member for its values); returns one :class:`~mfg_pde.MFGResult` per member."""
+    b, p = iterator.backend, iterator.problem
+    member_arrays = [it.hjb_solver.problem_arrays() for it in member_iterators]
+    periodic = p.boundary == "periodic"
+    kernels = b.fdm_1d_kernels()
+    iteration = make_iteration(
+        iterator,
+        b,
+        _hjb_march(iterator, member_iterators, member_arrays),
+        lambda arrays, U: fdm1d.fp_march(kernels, b, arrays, U, periodic),
+        lambda arrays, U, M: fdm1d.equation_residual(
+            kernels, b, arrays, U, M, _costs(b, p, member_arrays, arrays, M), periodic
+        ),
+        max_iterations,
+        members=True,
+    )
+
+    def run(members_range: range) -> list:
+        return _iterate(
+            b, iteration, member_iterators, member_arrays, members_range, tolerances, max_iterations
+        )
+
+    chunks = min(MEMBER_CHUNKS, len(members), _cores())
+    bounds = np.linspace(0, len(members), chunks + 1).astype(int)
+    ranges = [range(a, z) for a, z in zip(bounds[:-1], bounds[1:], strict=True)]
+    if len(ranges) == 1:
+        finals = run(ranges[0])
+    else:  # the kernels and numpy's loops release the GIL: the ranges overlap
+        with ThreadPoolExecutor(len(ranges)) as pool:
+            finals = [final for part in pool.map(run, ranges) for final in part]
+    return [
+        fixed_point_result(it, final, tolerances, max_iterations, {}, [], problem=member)
+        for it, final, member in zip(member_iterators, finals, members, strict=True)
+    ]
+
+
+def _iterate(
+    b, iteration, member_iterators, member_arrays, members_range, tolerances, max_iterations
+) -> list:
+    """Run the stacked iteration of the members ``members_range``; a member leaves the
+    stack when it stops. Returns their final single states, in order."""
+    active = list(members_range)
+    state = _stack(
+        b,
+        [initial_state(member_iterators[i], b, member_arrays[i], max_iterations) for i in active],
+    )
+    finals = dict.fromkeys(active)
+    for k in range(max_iterations):
+        state = iteration(_stacked_arrays(b, member_arrays, active), tolerances, state)
+        status = b.to_numpy(state.status).reshape(-1)
+        stopped = (status != RUNNING) | (k + 1 == max_iterations)
+        if not stopped.any():
+            continue
+        for j in np.flatnonzero(stopped):
+            finals[active[j]] = _member(state, int(j))
+        keep = np.flatnonzero(~stopped)
+        if keep.size == 0:
+            break
+        state = _take(b, state, keep)
+        active = [active[j] for j in keep]
+    return [finals[i] for i in members_range]
+
+
+def _hjb_march(iterator: Any, member_iterators: list, member_arrays: list) -> Any:
+    """The stacked HJB march ``(arrays, M, U_guess) -> (U, failures)``: each member's
+    compiled Newton march (on no-flux grids in two threads; periodic grids run each
+    member's array march), from its running costs."""
+    b, p, xp = iterator.backend, iterator.problem, iterator.backend.xp
+    hjb = iterator.hjb_solver
+    kernels = b.fdm_1d_kernels()
+
+    def per_member(arrays: dict, M: Any, U_guess: Any) -> tuple[Any, Any]:
+        values, failures = [], []
+        for j, i in enumerate(arrays["active"]):
+            solver = member_iterators[i].hjb_solver
+            values.append(solver.solve_backend(M[:, j], U_guess[:, j]))
+            failures.append(solver._failures)
+        return xp.stack(values, axis=1), xp.reshape(xp.stack(failures), (-1, 1))
+
+    def compiled(arrays: dict, M: Any, U_guess: Any) -> tuple[Any, Any]:
+        c, guess = arrays["c"], fdm1d.host_stack(b, U_guess)
+        members = guess.shape[1]
+        out, failures = np.empty_like(guess), np.zeros(members, dtype=np.int64)
+        kernels.hjb_march_members(
+            np.ascontiguousarray(b.to_numpy(arrays["g"]), dtype=np.float64),
+            fdm1d.host_stack(b, _costs(b, p, member_arrays, arrays, M)),
+            guess,
+            float(c.dx),
+            float(c.dt),
+            fdm1d.per_member(c.nu, members),
+            fdm1d.per_member(c.control_cost, members),
+            np.ascontiguousarray(b.to_numpy(arrays["counts"]), dtype=np.float64),
+            float(hjb.newton_tolerance),
+            int(hjb.max_newton_iterations),
+            out,
+            failures,
+            0,
+            members,
+        )
+        return b.from_numpy(out), b.from_numpy(failures[:, None])
+
+    return per_member if p.boundary == "periodic" else compiled
+
+
+def _costs(b: Any, p: Any, member_arrays: list, arrays: dict, M: Any) -> Any:
+    """The active members' running costs at levels 1..Nt, ``(Nt, B, n)``: one call per
+    member and level as a single solve makes them (a cost sees one density profile)."""
+    t = arrays["t"][1:]
+    levels = [
+        running_costs(b, p.running_cost, member_arrays[i], M[1:, j], t)
+        for j, i in enumerate(arrays["active"])
+    ]
+    return b.xp.stack(levels, axis=1)
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _stacked_arrays(b: Any, member_arrays: list, active: list) -> dict:
+    """The shared problem arrays with the active members' ν and λ as ``(B, 1)`` columns
+    and ``m0`` per member (what the FP march and the residual read)."""
+    xp = b.xp
+    first = member_arrays[active[0]]
+
+    def column(name: str) -> Any:
+        values = [float(getattr(member_arrays[i]["c"], name)) for i in active]
+        return b.from_numpy(np.asarray(values)[:, None])
+
+    c = first["c"]._replace(nu=column("nu"), control_cost=column("control_cost"))
+    m0 = xp.stack([member_arrays[i]["m0"] for i in active])
+    g = xp.stack([member_arrays[i]["g"] for i in active])
+    return {**first, "c": c, "m0": m0, "g": g, "active": active}
+
+
+def _stack(b: Any, states: list) -> IterationState:
+    """One state for the batch from the members' single states."""
+    xp, out = b.xp, {}
+    for name in IterationState._fields:
+        values = [getattr(s, name) for s in states]
+        if name in _FIELDS:
+            out[name] = xp.stack(values, axis=1)
+        elif name in _HISTORIES:
+            out[name] = xp.stack(values)
+        elif name in _SCALARS:
+            out[name] = xp.reshape(xp.stack(values), (-1, 1))
+        else:  # anderson, stall: not run on a stack (see runs_stacked)
+            out[name] = None
+    return IterationState(**out)
+
+
+def _member(state: IterationState, j: int) -> IterationState:
+    """Member ``j``'s single state (the shapes a single solve ends with)."""
+    out = {}
+    for name in IterationState._fields:
+        value = getattr(state, name)
+        if name in _FIELDS:
+            out[name] = value[:, j]
+        elif name in _HISTORIES:
+            out[name] = value[j]
+        elif name in _SCALARS:
+            out[name] = value[j, 0]
+        else:
+            out[name] = None
+    return IterationState(**out)
+
+
+def _take(b: Any, state: IterationState, keep: np.ndarray) -> IterationState:
+    """The members ``keep`` of the stack, in order."""
+    xp = b.xp
+    index = xp.asarray(keep)
+    out = {}
+    for name in IterationState._fields:
+        value = getattr(state, name)
+        if name in _FIELDS:
+            out[name] = xp.take(value, index, axis=1)
+        elif name in _HISTORIES or name in _SCALARS:
+            out[name] = xp.take(value, index, axis=0)
+        else:
+            out[name] = None
+    return IterationState(**out)

@@ -1,0 +1,186 @@
+"""The compiled 1D passes (FP march, equation residual) and the stacked batch of
+numpy, numba and torch on the CPU (:mod:`mfg_pde.alg.numerical._stacked_batch`).
+
+The promises checked: the compiled passes compute the array versions' numbers to the
+bit (one problem or a stack of members with their own ν and λ); on numpy a stacked
+batch gives every member its own solve to the bit (arrays, iterations, residuals,
+reason), whatever the other members do (converge sooner, hit the iteration cap, blow
+up) and however the members are split between threads; torch's to round-off. Speed
+is measured in ``benchmarks/run.py --sections batch``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mfg_pde import solve_mfg, solve_mfg_batch
+from mfg_pde._solve import _iterator
+from mfg_pde.alg.numerical import _stacked_batch
+from mfg_pde.alg.numerical._base import problem_arrays
+from mfg_pde.alg.numerical._fixed_point_iteration import make_iteration
+from mfg_pde.alg.numerical._residual import make_equation_residual
+from mfg_pde.alg.numerical.fp_fdm import make_fp_march
+from mfg_pde.problems import hello_example
+
+
+def hello(**overrides):
+    """A small hello problem with its coupling as a cost parameter."""
+    kwargs = dict(Nx=41, Nt=20, running_cost=lambda x, m, t, c: c * m, cost_parameters={"c": -0.5})
+    kwargs.update(overrides)
+    return hello_example(**kwargs)
+
+
+#: Fixed-point tolerance of the comparisons: converged iterates then agree to ~1e-12
+#: max|U| whichever iteration round-off of a norm stops a member at.
+TIGHT = 1e-12
+
+
+def _backends(monkeypatch):
+    """numpy with numba, and numpy with numba whose 1D passes run the array code."""
+    pytest.importorskip("numba")
+    from mfg_pde.backends._numpy import NumpyBackend
+
+    fast, plain = NumpyBackend(use_numba=True), NumpyBackend(use_numba=True)
+    monkeypatch.setattr(plain, "fdm_1d_kernels", lambda: None)
+    return fast, plain
+
+
+@pytest.mark.parametrize("boundary", ["noflux", "periodic"])
+def test_compiled_passes_equal_the_array_versions_to_the_bit(boundary, monkeypatch):
+    """FP march and residual of three members (their own σ and λ) in one stack, and
+    of each member alone, against the array code: the same numbers to the last bit."""
+    fast, plain = _backends(monkeypatch)
+    assert fast.fdm_1d_kernels() is not None and plain.fdm_1d_kernels() is None
+    periodic = boundary == "periodic"
+    members = [
+        hello(sigma=s, control_cost=lam, boundary=boundary)
+        for s, lam in [(0.1, 1.0), (0.25, 0.6), (0.4, 2.0)]
+    ]
+    p = members[0]
+    rng = np.random.default_rng(3)
+    U = rng.standard_normal((p.Nt + 1, 3, p.Nx))
+    M = rng.random((p.Nt + 1, 3, p.Nx))
+    stacked = problem_arrays(p, fast)
+    stacked["c"] = stacked["c"]._replace(
+        nu=np.array([[q.nu] for q in members]),
+        control_cost=np.array([[q.control_cost] for q in members]),
+    )
+    stacked["m0"] = np.stack([q.m0 for q in members])
+    f = np.stack([0.3 * M[1:, j] for j in range(3)], axis=1)
+    costs = lambda arrays, M_: f  # noqa: E731
+    M_stack = make_fp_march(fast, periodic)(stacked, U)
+    F_stack, G_stack = make_equation_residual(fast, None, periodic, costs)(stacked, U, M)
+    for j, q in enumerate(members):
+        arrays = problem_arrays(q, plain)
+        member_costs = lambda arrays, M_, j=j: f[:, j]  # noqa: E731
+        reference = make_fp_march(plain, periodic)(arrays, U[:, j])
+        F, G = make_equation_residual(plain, None, periodic, member_costs)(arrays, U[:, j], M[:, j])
+        one = problem_arrays(q, fast)
+        np.testing.assert_array_equal(make_fp_march(fast, periodic)(one, U[:, j]), reference)
+        np.testing.assert_array_equal(M_stack[:, j], reference)
+        np.testing.assert_array_equal(F_stack[:, j], F)
+        np.testing.assert_array_equal(G_stack[:, j], G)
+        F_one, G_one = make_equation_residual(fast, None, periodic, member_costs)(
+            one, U[:, j], M[:, j]
+        )
+        np.testing.assert_array_equal(F_one, F)
+        np.testing.assert_array_equal(G_one, G)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"], indirect=True)
+@pytest.mark.parametrize("boundary", ["noflux", "periodic"])
+def test_stacked_batch_gives_each_member_its_own_solve(backend, boundary):
+    """σ, λ and a cost parameter swept together, with adaptive damping: each member's
+    U, M and residual record are those of its own solve_mfg."""
+    problem = hello(Nx=31, Nt=12, boundary=boundary)
+    batch = {"sigma": [0.1, 0.2, 0.3, 0.25], "control_cost": [1.0, 0.5, 2.0, 1.0]}
+    batch["c"] = [-0.5, 0.0, 0.3, 0.6]
+    options = dict(tolerance=TIGHT, adaptive_damping=True, max_iterations=300)
+    iterator = _iterator(problem, "fdm", backend, options)
+    assert _stacked_batch.runs_stacked(iterator)
+    results = solve_mfg_batch(problem, batch, backend=backend, **options)
+    for i, result in enumerate(results):
+        member = problem.replace(**{k: v[i] for k, v in batch.items()})
+        single = solve_mfg(member, backend=backend, **options)
+        assert result.converged and single.converged, (result.reason, single.reason)
+        assert result.problem == single.problem and result.backend == single.backend
+        if backend.is_host_numpy:  # the same operations in the same order: the same bits
+            _assert_same_solve(result, single)
+        else:  # torch: its sums may group a row of a stack otherwise than a whole array
+            np.testing.assert_allclose(result.U, single.U, rtol=0, atol=1e-10)
+            np.testing.assert_allclose(result.M, single.M, rtol=0, atol=1e-10)
+            assert max(result.residuals["U"][-1], result.residuals["M"][-1]) < TIGHT
+
+
+def _assert_same_solve(result, single) -> None:
+    """The same arrays and the same record: iterations, reason, every residual."""
+    np.testing.assert_array_equal(result.U, single.U)
+    np.testing.assert_array_equal(result.M, single.M)
+    assert (result.converged, result.iterations, result.reason) == (
+        single.converged,
+        single.iterations,
+        single.reason,
+    )
+    for key, values in single.residuals.items():
+        np.testing.assert_array_equal(result.residuals[key], values)
+
+
+def test_members_that_stop_early_or_late_keep_their_own_record():
+    """Members leave the stack at different iterations: those that converge before the
+    cap report converged, the others reach it, each as its own solve with that cap."""
+    problem = hello()
+    sigmas = [0.05, 0.15, 0.4]
+    counts = [solve_mfg(problem.replace(sigma=s), backend="numpy").iterations for s in sigmas]
+    assert max(counts) - min(counts) >= 4, counts  # the test needs the spread
+    cap = (max(counts) + min(counts)) // 2
+    results = solve_mfg_batch(problem, {"sigma": sigmas}, backend="numpy", max_iterations=cap)
+    for result, sigma, count in zip(results, sigmas, counts, strict=True):
+        single = solve_mfg(problem.replace(sigma=sigma), backend="numpy", max_iterations=cap)
+        assert single.converged == (count <= cap)
+        _assert_same_solve(result, single)
+
+
+def test_a_member_that_blows_up_stops_alone():
+    """A member whose cost overflows stops with the non-finite report of its single
+    solve; the others converge as they would alone."""
+    problem = hello()
+    couplings = [-0.5, 1e300, -0.2]
+    results = solve_mfg_batch(problem, {"c": couplings}, backend="numpy", max_iterations=200)
+    single = solve_mfg(problem.replace(c=1e300), backend="numpy", max_iterations=200)
+    assert "non-finite values" in single.reason
+    _assert_same_solve(results[1], single)
+    assert np.all(np.isfinite(results[1].U)) and np.all(np.isfinite(results[1].M))
+    for i in (0, 2):
+        alone = solve_mfg(problem.replace(c=couplings[i]), backend="numpy", max_iterations=200)
+        assert alone.converged
+        _assert_same_solve(results[i], alone)
+
+
+def test_the_split_between_threads_does_not_change_the_answer(monkeypatch):
+    """One range of members or several: the same members' answers."""
+    problem = hello()
+    sigmas = np.linspace(0.1, 0.3, 5)
+    runs = []
+    for chunks in (1, 2, 5):
+        monkeypatch.setattr(_stacked_batch, "MEMBER_CHUNKS", chunks)
+        runs.append(solve_mfg_batch(problem, {"sigma": sigmas}, backend="numpy", tolerance=TIGHT))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            _assert_same_solve(a, b)
+
+
+def test_anderson_and_stall_window_batches_run_member_by_member():
+    """The stack is written for damped Picard: a batch with Anderson (or a stall
+    window) is solved member by member and still gives each its own answer, and the
+    stacked iteration refuses those options outright."""
+    problem = hello()
+    options = dict(use_anderson=True, tolerance=TIGHT)
+    iterator = _iterator(problem, "fdm", "numpy", options)
+    assert not _stacked_batch.runs_stacked(iterator)
+    with pytest.raises(ValueError, match="neither Anderson"):
+        make_iteration(iterator, iterator.backend, None, None, None, 10, members=True)
+    results = solve_mfg_batch(problem, {"sigma": [0.1, 0.2]}, backend="numpy", **options)
+    for result, sigma in zip(results, [0.1, 0.2], strict=True):
+        single = solve_mfg(problem.replace(sigma=sigma), backend="numpy", **options)
+        np.testing.assert_allclose(result.U, single.U, rtol=0, atol=1e-10)
