@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from same_results import assert_same_solve
 
 from mfg_pde import MFGProblem, load, solve_mfg_batch
 from mfg_pde.distributed import load_sweep, sweep
@@ -48,15 +49,7 @@ def assert_same_members(results, reference) -> None:
     """Same arrays and the same convergence record (timings differ, nothing else may)."""
     assert len(results) == len(reference)
     for got, want in zip(results, reference, strict=True):
-        np.testing.assert_array_equal(got.U, want.U)
-        np.testing.assert_array_equal(got.M, want.M)
-        assert (got.converged, got.iterations, got.reason) == (
-            want.converged,
-            want.iterations,
-            want.reason,
-        )
-        for key in want.residuals:
-            np.testing.assert_array_equal(got.residuals[key], want.residuals[key])
+        assert_same_solve(got, want)
 
 
 def test_sweep_on_the_cluster_equals_the_serial_batch(client, tmp_path):

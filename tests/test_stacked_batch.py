@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from same_results import assert_same_solve
 
 from mfg_pde import solve_mfg, solve_mfg_batch
 from mfg_pde._solve import _iterator
@@ -106,24 +107,11 @@ def test_stacked_batch_gives_each_member_its_own_solve(backend, boundary):
         assert result.converged and single.converged, (result.reason, single.reason)
         assert result.problem == single.problem and result.backend == single.backend
         if backend.is_host_numpy:  # the same operations in the same order: the same bits
-            _assert_same_solve(result, single)
+            assert_same_solve(result, single)
         else:  # torch: its sums may group a row of a stack otherwise than a whole array
             np.testing.assert_allclose(result.U, single.U, rtol=0, atol=1e-10)
             np.testing.assert_allclose(result.M, single.M, rtol=0, atol=1e-10)
             assert max(result.residuals["U"][-1], result.residuals["M"][-1]) < TIGHT
-
-
-def _assert_same_solve(result, single) -> None:
-    """The same arrays and the same record: iterations, reason, every residual."""
-    np.testing.assert_array_equal(result.U, single.U)
-    np.testing.assert_array_equal(result.M, single.M)
-    assert (result.converged, result.iterations, result.reason) == (
-        single.converged,
-        single.iterations,
-        single.reason,
-    )
-    for key, values in single.residuals.items():
-        np.testing.assert_array_equal(result.residuals[key], values)
 
 
 def test_members_that_stop_early_or_late_keep_their_own_record():
@@ -138,7 +126,7 @@ def test_members_that_stop_early_or_late_keep_their_own_record():
     for result, sigma, count in zip(results, sigmas, counts, strict=True):
         single = solve_mfg(problem.replace(sigma=sigma), backend="numpy", max_iterations=cap)
         assert single.converged == (count <= cap)
-        _assert_same_solve(result, single)
+        assert_same_solve(result, single)
 
 
 def test_a_member_that_blows_up_stops_alone():
@@ -149,12 +137,12 @@ def test_a_member_that_blows_up_stops_alone():
     results = solve_mfg_batch(problem, {"c": couplings}, backend="numpy", max_iterations=200)
     single = solve_mfg(problem.replace(c=1e300), backend="numpy", max_iterations=200)
     assert "non-finite values" in single.reason
-    _assert_same_solve(results[1], single)
+    assert_same_solve(results[1], single)
     assert np.all(np.isfinite(results[1].U)) and np.all(np.isfinite(results[1].M))
     for i in (0, 2):
         alone = solve_mfg(problem.replace(c=couplings[i]), backend="numpy", max_iterations=200)
         assert alone.converged
-        _assert_same_solve(results[i], alone)
+        assert_same_solve(results[i], alone)
 
 
 def test_the_split_between_threads_does_not_change_the_answer(monkeypatch):
@@ -167,7 +155,7 @@ def test_the_split_between_threads_does_not_change_the_answer(monkeypatch):
         runs.append(solve_mfg_batch(problem, {"sigma": sigmas}, backend="numpy", tolerance=TIGHT))
     for other in runs[1:]:
         for a, b in zip(runs[0], other, strict=True):
-            _assert_same_solve(a, b)
+            assert_same_solve(a, b)
 
 
 def test_anderson_and_stall_window_batches_run_member_by_member():

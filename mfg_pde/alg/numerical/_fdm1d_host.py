@@ -29,7 +29,7 @@ def per_member(value: Any, members: int) -> np.ndarray:
 def fp_march(kernels, backend, arrays, U, periodic) -> Any:
     """The FP march (:func:`~mfg_pde.alg.numerical.fp_fdm.make_fp_march`) in one
     compiled pass; returns a backend array of ``U``'s shape."""
-    c, stack = arrays["c"], host_stack(backend, U)
+    stack = host_stack(backend, U)
     members, n = stack.shape[1], stack.shape[2]
     m0 = np.ascontiguousarray(
         np.broadcast_to(backend.to_numpy(arrays["m0"]), (members, n)), dtype=np.float64
@@ -38,11 +38,7 @@ def fp_march(kernels, backend, arrays, U, periodic) -> Any:
     kernels.fp_march_1d(
         stack,
         m0,
-        float(c.dx),
-        float(c.dt),
-        per_member(c.nu, members),
-        per_member(c.control_cost, members),
-        _counts(backend, arrays),
+        *scheme_arguments(backend, arrays, members),
         bool(periodic),
         out,
         0,
@@ -54,7 +50,7 @@ def fp_march(kernels, backend, arrays, U, periodic) -> Any:
 def equation_residual(kernels, backend, arrays, U, M, f, periodic) -> tuple:
     """``(F, G)`` of :func:`~mfg_pde.alg.numerical._residual.make_equation_residual` in
     one compiled pass, ``f`` the running costs at levels 1..Nt."""
-    c, stack = arrays["c"], host_stack(backend, U)
+    stack = host_stack(backend, U)
     members = stack.shape[1]
     F = np.empty((stack.shape[0] - 1, *stack.shape[1:]))
     G = np.empty_like(F)
@@ -62,11 +58,7 @@ def equation_residual(kernels, backend, arrays, U, M, f, periodic) -> tuple:
         stack,
         host_stack(backend, M),
         host_stack(backend, f),
-        float(c.dx),
-        float(c.dt),
-        per_member(c.nu, members),
-        per_member(c.control_cost, members),
-        _counts(backend, arrays),
+        *scheme_arguments(backend, arrays, members),
         bool(periodic),
         F,
         G,
@@ -77,5 +69,9 @@ def equation_residual(kernels, backend, arrays, U, M, f, periodic) -> tuple:
     return backend.from_numpy(F.reshape(shape)), backend.from_numpy(G.reshape(shape))
 
 
-def _counts(backend: Any, arrays: dict) -> np.ndarray:
-    return np.ascontiguousarray(backend.to_numpy(arrays["counts"]), dtype=np.float64)
+def scheme_arguments(backend: Any, arrays: dict, members: int) -> tuple:
+    """The kernels' ``dx, dt, nu, lam, counts``: ν and λ per member, ``(B,)``."""
+    c = arrays["c"]
+    counts = np.ascontiguousarray(backend.to_numpy(arrays["counts"]), dtype=np.float64)
+    nu, lam = per_member(c.nu, members), per_member(c.control_cost, members)
+    return float(c.dx), float(c.dt), nu, lam, counts

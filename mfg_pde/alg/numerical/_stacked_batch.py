@@ -162,18 +162,14 @@ def _hjb_march(iterator: Any, member_iterators: list, member_arrays: list) -> An
         return xp.stack(values, axis=1), xp.reshape(xp.stack(failures), (-1, 1))
 
     def compiled(arrays: dict, M: Any, U_guess: Any) -> tuple[Any, Any]:
-        c, guess = arrays["c"], fdm1d.host_stack(b, U_guess)
+        guess = fdm1d.host_stack(b, U_guess)
         members = guess.shape[1]
         out, failures = np.empty_like(guess), np.zeros(members, dtype=np.int64)
         kernels.hjb_march_members(
             np.ascontiguousarray(b.to_numpy(arrays["g"]), dtype=np.float64),
             fdm1d.host_stack(b, _costs(b, p, member_arrays, arrays, M)),
             guess,
-            float(c.dx),
-            float(c.dt),
-            fdm1d.per_member(c.nu, members),
-            fdm1d.per_member(c.control_cost, members),
-            np.ascontiguousarray(b.to_numpy(arrays["counts"]), dtype=np.float64),
+            *fdm1d.scheme_arguments(b, arrays, members),
             float(hjb.newton_tolerance),
             int(hjb.max_newton_iterations),
             out,
