@@ -172,3 +172,24 @@ def test_anderson_and_stall_window_batches_run_member_by_member():
     for result, sigma in zip(results, [0.1, 0.2], strict=True):
         single = solve_mfg(problem.replace(sigma=sigma), backend="numpy", **options)
         np.testing.assert_allclose(result.U, single.U, rtol=0, atol=1e-10)
+
+
+def test_a_member_that_raises_stops_the_whole_batch_promptly(monkeypatch):
+    """A running cost that raises for one member ends the batch with that error, and
+    the members solved in the other thread stop at their next iteration instead of
+    running on to their cap (here unreachable: tolerance 1e-300, 5,000 iterations)."""
+    monkeypatch.setattr(_stacked_batch, "MEMBER_CHUNKS", 2)
+    calls = []
+
+    def cost(x, m, t, c):
+        if c == 7.0 and np.max(t) > 0:
+            raise FloatingPointError("member 0 failed")
+        calls.append(c)
+        return c * m
+
+    problem = hello(running_cost=cost)
+    batch = {"c": [7.0, -0.5, -0.4, -0.3]}
+    with pytest.raises(FloatingPointError, match="member 0 failed"):
+        solve_mfg_batch(problem, batch, backend="numpy", tolerance=1e-300, max_iterations=5000)
+    # Without stopping, the other thread would evaluate ~4 costs per iteration for 5,000.
+    assert len(calls) < 400, len(calls)

@@ -29,6 +29,7 @@ members do and however the members are split.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -99,9 +100,17 @@ def solve_stacked(
         members=True,
     )
 
+    abandon = threading.Event()  # set when the caller is interrupted or a range fails
+
     def run(members_range: range) -> list:
         return _iterate(
-            b, iteration, member_iterators, member_arrays, members_range, tolerances, max_iterations
+            b,
+            iteration,
+            member_iterators,
+            member_arrays,
+            members_range,
+            (tolerances, max_iterations),
+            abandon,
         )
 
     chunks = min(MEMBER_CHUNKS, len(members), _cores())
@@ -111,18 +120,24 @@ def solve_stacked(
         finals = run(ranges[0])
     else:  # the kernels and numpy's loops release the GIL: the ranges overlap
         with ThreadPoolExecutor(len(ranges)) as pool:
-            finals = [final for part in pool.map(run, ranges) for final in part]
+            jobs = [pool.submit(run, r) for r in ranges]
+            try:
+                finals = [final for job in jobs for final in job.result()]
+            except BaseException:  # Ctrl-C or a failed member: stop the other ranges too
+                abandon.set()
+                raise
     return [
         fixed_point_result(it, final, tolerances, max_iterations, {}, [], problem=member)
         for it, final, member in zip(member_iterators, finals, members, strict=True)
     ]
 
 
-def _iterate(
-    b, iteration, member_iterators, member_arrays, members_range, tolerances, max_iterations
-) -> list:
+def _iterate(b, iteration, member_iterators, member_arrays, members_range, limits, abandon) -> list:
     """Run the stacked iteration of the members ``members_range``; a member leaves the
-    stack when it stops. Returns their final single states, in order."""
+    stack when it stops. Returns their final single states, in order (nothing once
+    ``abandon`` is set: the batch is being abandoned). ``limits``: ``(tolerances,
+    max_iterations)``."""
+    tolerances, max_iterations = limits
     active = list(members_range)
     state = _stack(
         b,
@@ -130,6 +145,8 @@ def _iterate(
     )
     finals = dict.fromkeys(active)
     for k in range(max_iterations):
+        if abandon.is_set():
+            return []
         state = iteration(_stacked_arrays(b, member_arrays, active), tolerances, state)
         status = b.to_numpy(state.status).reshape(-1)
         stopped = (status != RUNNING) | (k + 1 == max_iterations)
