@@ -89,11 +89,15 @@ def test_compiled_passes_equal_the_array_versions_to_the_bit(boundary, monkeypat
         np.testing.assert_array_equal(G_one, G)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"], indirect=True)
-@pytest.mark.parametrize("boundary", ["noflux", "periodic"])
+@pytest.mark.parametrize(
+    "backend, boundary",
+    [("numpy", "noflux"), ("numpy", "periodic"), ("numba", "noflux"), ("torch", "noflux")],
+    indirect=["backend"],
+)
 def test_stacked_batch_gives_each_member_its_own_solve(backend, boundary):
     """σ, λ and a cost parameter swept together, with adaptive damping: each member's
-    U, M and residual record are those of its own solve_mfg."""
+    U, M and residual record are those of its own solve_mfg. (Periodic grids run each
+    member's array HJB march: on torch that is 5 s of dispatch, so numpy covers it.)"""
     problem = hello(Nx=31, Nt=12, boundary=boundary)
     batch = {"sigma": [0.1, 0.2, 0.3, 0.25], "control_cost": [1.0, 0.5, 2.0, 1.0]}
     batch["c"] = [-0.5, 0.0, 0.3, 0.6]
