@@ -244,13 +244,12 @@ def solve_mfg_batch(
     On jax with ``method="fdm"`` the compiled fixed-point program is vectorised over
     the batch with ``jax.vmap`` and runs once: every iteration advances all members
     (members that have converged stay frozen) until the last one converges. On numpy,
-    numba and torch on the CPU a 1D ``"fdm"`` batch (damped Picard, with or without
-    ``adaptive_damping``) stacks the members' iterations, two ranges of members in two
-    threads, each member leaving the stack when it stops; every member gets its own
-    solve's numbers, to the bit on numpy (:mod:`mfg_pde.alg.numerical._stacked_batch`).
-    Elsewhere (other methods, 2D, Anderson, ``stall_window``, progress reporting) the
-    members are solved one after another. The members' ``timings`` hold the batch's
-    ``batch_total`` and ``batch_size``.
+    numba and torch on the CPU a 1D ``"fdm"`` batch (with any of the fixed point's
+    options) stacks the members' iterations, two ranges of members in two threads, each
+    member leaving the stack when it stops; every member gets its own solve's numbers,
+    to the bit on numpy (:mod:`mfg_pde.alg.numerical._stacked_batch`). Elsewhere (other
+    methods, 2D, progress reporting) the members are solved one after another. The
+    members' ``timings`` hold the batch's ``batch_total`` and ``batch_size``.
     """
     if not isinstance(batch, dict) or not batch:
         raise TypeError("batch must be a non-empty dict of parameter name -> values")

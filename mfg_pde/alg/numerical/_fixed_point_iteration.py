@@ -79,10 +79,8 @@ def make_iteration(
     fields (``(Nt + 1, B, *grid)``), the scalars as ``(B, 1, ...)`` columns that
     broadcast against one member's grid and the histories as ``(B, max_iterations)``
     (:mod:`~mfg_pde.alg.numerical._stacked_batch`); every norm and test is then taken
-    per member. Neither Anderson nor ``stall_window`` is written for it.
+    per member, and Anderson steps each member with its own history (a tuple of them).
     """
-    if members and (iterator.use_anderson or iterator.stall_window is not None):
-        raise ValueError("a stacked batch runs neither Anderson nor stall_window")
     xp = backend.xp
     total, largest, every = _reductions(xp, members)
     accelerator = anderson_accelerator(iterator, backend)
@@ -139,6 +137,10 @@ def make_iteration(
             U_next = theta * U_hat + (1 - theta) * s.U
             M_next = theta * M_hat + (1 - theta) * s.M
             anderson = s.anderson
+        elif members:
+            U_next, M_next, anderson = _anderson_members(
+                xp, accelerator, u_only, theta, s, U_hat, M_hat, adaptive
+            )
         else:
             U_next, M_next, anderson = _anderson_update(
                 xp, accelerator, u_only, theta, s, U_hat, M_hat, adaptive
@@ -247,6 +249,22 @@ def _anderson_update(xp, accelerator, u_only, theta, s, U_hat, M_hat, adaptive=F
         beta,
     )
     return xp.reshape(stacked[:size], shape), xp.reshape(stacked[size:], shape), anderson
+
+
+def _anderson_members(xp, accelerator, u_only, theta, s, U_hat, M_hat, adaptive):
+    """:func:`_anderson_update` member by member of a stack: each member's step from its
+    own history, as its single solve takes it (a few small products per member)."""
+    U_next, M_next, histories = [], [], []
+    for j, history in enumerate(s.anderson):
+        one = s._replace(U=s.U[:, j], M=s.M[:, j], anderson=history)
+        theta_j = theta if isinstance(theta, float) else theta[j, 0]
+        u, m, h = _anderson_update(
+            xp, accelerator, u_only, theta_j, one, U_hat[:, j], M_hat[:, j], adaptive
+        )
+        U_next.append(u)
+        M_next.append(m)
+        histories.append(h)
+    return xp.stack(U_next, axis=1), xp.stack(M_next, axis=1), tuple(histories)
 
 
 def _relative_change(xp: Any, new: Any, old: Any, total: Any) -> Any:

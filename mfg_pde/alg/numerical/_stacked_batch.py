@@ -39,7 +39,6 @@ from mfg_pde.alg.numerical import _fdm1d_host as fdm1d
 from mfg_pde.alg.numerical._base import running_costs
 from mfg_pde.alg.numerical._fixed_point_iteration import (
     RUNNING,
-    IterationState,
     initial_state,
     make_iteration,
 )
@@ -51,26 +50,34 @@ from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
 #: use): the compiled passes release the GIL, the Python in between does not.
 MEMBER_CHUNKS = 2
 
-#: IterationState fields by how a member's value sits in the stack.
-_FIELDS = ("U", "M", "bad")  # (Nt + 1, Nx) -> axis 1 of (Nt + 1, B, Nx)
-_HISTORIES = ("res_u", "res_m", "res_hjb", "res_fp")  # (max_iterations,) -> rows
-_SCALARS = ("k", "theta", "last", "since", "status", "newton_failures")  # () -> (B, 1)
+#: How a member's value sits in the stack, by IterationState (and StallState) field:
+#: a field (Nt + 1, Nx) on axis 1 of (Nt + 1, B, Nx), a history (max_iterations,) as a
+#: row, a scalar () as a (B, 1) column; Anderson's histories stay one per member, the
+#: stall state is stacked field by field.
+_KINDS = {
+    **dict.fromkeys(("U", "M", "bad"), "field"),
+    **dict.fromkeys(("res_u", "res_m", "res_hjb", "res_fp", "lows"), "history"),
+    **dict.fromkeys(
+        ("k", "theta", "last", "since", "status", "newton_failures", "low", "rate", "remaining"),
+        "scalar",
+    ),
+    "anderson": "per member",
+    "stall": "nested",
+}
 
 
 def runs_stacked(iterator: Any) -> bool:
     """Whether :func:`solve_stacked` serves ``iterator``'s batch: 1D finite differences
-    with the default iteration (damped Picard, adaptive damping allowed; Anderson and
-    ``stall_window`` are not written for a stack) on a backend with the compiled 1D
-    passes (:meth:`~mfg_pde.backends.BaseBackend.fdm_1d_kernels`: numpy with numba,
-    torch on the CPU; jax vmaps its whole program instead)."""
+    (every option of the fixed point: damping, adaptive damping, Anderson, the stall
+    window) on a backend with the compiled 1D passes
+    (:meth:`~mfg_pde.backends.BaseBackend.fdm_1d_kernels`: numpy with numba, torch on
+    the CPU; jax vmaps its whole program instead)."""
     b, p = iterator.backend, iterator.problem
     return (
         p.dim == 1
         and type(iterator.hjb_solver) is HJBFDMSolver
         and type(iterator.fp_solver) is FPFDMSolver
         and iterator.compile
-        and not iterator.use_anderson
-        and iterator.stall_window is None
         and b.fdm_1d_kernels() is not None
     )
 
@@ -234,49 +241,62 @@ def _stacked_arrays(b: Any, member_arrays: list, active: list) -> dict:
     return {**first, "c": c, "m0": m0, "g": g, "active": active}
 
 
-def _stack(b: Any, states: list) -> IterationState:
+def _stack(b: Any, states: list) -> Any:
     """One state for the batch from the members' single states."""
     xp, out = b.xp, {}
-    for name in IterationState._fields:
+    for name in states[0]._fields:
         values = [getattr(s, name) for s in states]
-        if name in _FIELDS:
-            out[name] = xp.stack(values, axis=1)
-        elif name in _HISTORIES:
-            out[name] = xp.stack(values)
-        elif name in _SCALARS:
-            out[name] = xp.reshape(xp.stack(values), (-1, 1))
-        else:  # anderson, stall: not run on a stack (see runs_stacked)
+        kind = _KINDS[name]
+        if values[0] is None:
             out[name] = None
-    return IterationState(**out)
+        elif kind == "field":
+            out[name] = xp.stack(values, axis=1)
+        elif kind == "history":
+            out[name] = xp.stack(values)
+        elif kind == "scalar":
+            out[name] = xp.reshape(xp.stack(values), (-1, 1))
+        elif kind == "per member":
+            out[name] = tuple(values)
+        else:
+            out[name] = _stack(b, values)
+    return type(states[0])(**out)
 
 
-def _member(state: IterationState, j: int) -> IterationState:
+def _member(state: Any, j: int) -> Any:
     """Member ``j``'s single state (the shapes a single solve ends with)."""
     out = {}
-    for name in IterationState._fields:
-        value = getattr(state, name)
-        if name in _FIELDS:
-            out[name] = value[:, j]
-        elif name in _HISTORIES:
-            out[name] = value[j]
-        elif name in _SCALARS:
-            out[name] = value[j, 0]
-        else:
+    for name in state._fields:
+        value, kind = getattr(state, name), _KINDS[name]
+        if value is None:
             out[name] = None
-    return IterationState(**out)
+        elif kind == "field":
+            out[name] = value[:, j]
+        elif kind == "history":
+            out[name] = value[j]
+        elif kind == "scalar":
+            out[name] = value[j, 0]
+        elif kind == "per member":
+            out[name] = value[j]
+        else:
+            out[name] = _member(value, j)
+    return type(state)(**out)
 
 
-def _take(b: Any, state: IterationState, keep: np.ndarray) -> IterationState:
+def _take(b: Any, state: Any, keep: np.ndarray) -> Any:
     """The members ``keep`` of the stack, in order."""
     xp = b.xp
     index = xp.asarray(keep)
     out = {}
-    for name in IterationState._fields:
-        value = getattr(state, name)
-        if name in _FIELDS:
-            out[name] = xp.take(value, index, axis=1)
-        elif name in _HISTORIES or name in _SCALARS:
-            out[name] = xp.take(value, index, axis=0)
-        else:
+    for name in state._fields:
+        value, kind = getattr(state, name), _KINDS[name]
+        if value is None:
             out[name] = None
-    return IterationState(**out)
+        elif kind == "field":
+            out[name] = xp.take(value, index, axis=1)
+        elif kind in ("history", "scalar"):
+            out[name] = xp.take(value, index, axis=0)
+        elif kind == "per member":
+            out[name] = tuple(value[int(j)] for j in keep)
+        else:
+            out[name] = _take(b, value, keep)
+    return type(state)(**out)

@@ -64,7 +64,8 @@ def stall_update(
     low = xp.where(new_low, p, s.low)
     lows = xp.where(slots == k, low, s.lows)
     judged = k + 1 >= 2 * window
-    back = xp.sum(xp.where(slots == k - window, lows, 0.0))  # low_{k-w}
+    # low_{k-w} (per member of a stacked batch: one slot of each row is picked)
+    back = xp.reshape(xp.sum(xp.where(slots == k - window, lows, 0.0), axis=-1), low.shape)
     falling = judged & (back > low)
     ratio = xp.where(falling, low / xp.where(falling, back, 1.0), 1.0)
     # -log(rho) = log(low_{k-w} / low_k) / w; the iterations still needed at that rate.
