@@ -236,10 +236,14 @@ def test_compiled_2d_marches_equal_the_step_by_step_marches(backend, periodic, m
 # cost 10 s of the default run).
 @pytest.mark.parametrize("name", ["numpy", "numba", "torch"])
 @pytest.mark.parametrize("periodic", BOUNDARIES, ids=str)
-def test_compiled_2d_residual_equals_the_array_version(name, periodic):
+def test_compiled_2d_residual_equals_the_array_version(name, periodic, monkeypatch):
     """Where the backend evaluates the 2D equation residual in one compiled pass
     (``equation_residual_2d_kernel``: numpy with numba, torch on the CPU), F and G are
-    those of the array version to the bit (the same operations in the same order)."""
+    those of the array version to the bit (the same operations in the same order),
+    also when its levels are split between two threads (forced here on a small grid)."""
+    from mfg_pde.backends import _numpy
+
+    monkeypatch.setattr(_numpy, "RESIDUAL_THREAD_MIN_POINTS", 0)
     from mfg_pde.alg.numerical._base import problem_arrays
     from mfg_pde.alg.numerical._residual import make_equation_residual
     from mfg_pde.problems import crowd_2d_example

@@ -11,6 +11,9 @@ is measured in ``benchmarks/run.py --sections batch``.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from same_results import assert_same_solve
@@ -209,3 +212,22 @@ def test_a_member_that_raises_stops_the_whole_batch_promptly(monkeypatch):
     # without the stop; with it, as many as run until the caller's thread takes the GIL
     # to set the flag (measured 30-120 iterations).
     assert len(calls) < 4000, len(calls)
+
+
+def test_the_threaded_kernels_leave_numbas_threading_layer_unstarted():
+    """The particle march, the stacked batch and the 2D residual split their work in
+    Python threads of their own; they must not start numba's OpenMP layer (not
+    fork-safe: a process forked after a solve would abort). Checked in a fresh
+    interpreter, since other tests may start it on purpose."""
+    code = (
+        "import numpy as np\n"
+        "from mfg_pde import solve_mfg, solve_mfg_batch\n"
+        "from mfg_pde.problems import hello_example\n"
+        "from numba.np.ufunc import parallel\n"
+        "p = hello_example(Nx=21, Nt=10)\n"
+        "solve_mfg(p, 'particle', 'numpy', num_particles=30_000, max_iterations=2)\n"
+        "solve_mfg_batch(p, {'sigma': [0.1, 0.2]}, backend='numpy', max_iterations=3)\n"
+        "print(parallel._is_initialized)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

@@ -14,12 +14,12 @@ lazily.
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
+from mfg_pde.backends._base import host_threads
 from mfg_pde.backends._numba_kernels import (
     _max_abs,
     _thomas_in_place,
@@ -259,9 +259,9 @@ def fp_march_2d(
     return M, krylov
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def equation_residual_2d(
-    U, M, f, dx, dy, dt, nu, control_cost, count_x, count_y, periodic_x, periodic_y
+    U, M, f, dx, dy, dt, nu, control_cost, count_x, count_y, periodic_x, periodic_y, F, G, n0, n1
 ):  # pragma: no cover - compiled
     """``(F, G)`` of :func:`mfg_pde.alg.numerical._residual.make_equation_residual` in 2D,
     level by level in one pass (the array version makes ~60 passes over blocks of
@@ -270,13 +270,11 @@ def equation_residual_2d(
     :func:`~mfg_pde.backends._numba_kernels.upwind_terms_2d` and ``A^T`` applied as the
     array version applies it (``diag0 v`` plus each axis' transposed line product, x
     first), in the same order of operations. ``f[n]`` is the running cost at level
-    ``n + 1``."""
-    levels = U.shape[0] - 1
+    ``n + 1``. Fills the levels ``n0 <= n < n1`` of ``F`` and ``G`` (each level on its
+    own: ranges of levels can run in threads, the GIL released)."""
     nx, ny = U.shape[1], U.shape[2]
-    F = np.empty((levels, nx, ny))
-    G = np.empty((levels, nx, ny))
     diag0 = 1.0 / dt
-    for n in range(levels):
+    for n in range(n0, n1):
         hamiltonian, diffusion, lx, gx, ux, ly, gy, uy = upwind_terms_2d(
             U[n], dx, dy, nu, control_cost, count_x, count_y, periodic_x, periodic_y
         )
@@ -303,7 +301,6 @@ def equation_residual_2d(
                 right = v[i, jp] if (j < ny - 1 or periodic_y) else 0.0
                 along_y = uy[i, jm] * left + gy[i, j] * v[i, j] + ly[i, jp] * right
                 G[n, i, j] = (diag0 * v[i, j] + along_x + along_y) - M[n, i, j] / dt
-    return F, G
 
 
 #: The compiled particle march splits the particles into this many fixed chunks (by
@@ -369,7 +366,7 @@ class ParticleMarch1D:
             (c * n // PARTICLE_CHUNKS, (c + 1) * n // PARTICLE_CHUNKS)
             for c in range(PARTICLE_CHUNKS)
         ]
-        threads = min(PARTICLE_CHUNKS, numba.get_num_threads(), os.cpu_count() or 1)
+        threads = host_threads(PARTICLE_CHUNKS)
         self.threads = threads if n * steps >= PARTICLE_THREAD_MIN_STEPS else 1
 
     def __call__(self, shift: np.ndarray) -> np.ndarray:

@@ -10,13 +10,14 @@ NumPy passes with temporaries.
 from __future__ import annotations
 
 import importlib.util
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import array_api_compat.numpy as xp_numpy
 import numpy as np
 from scipy.linalg import lapack
 
-from mfg_pde.backends._base import BaseBackend
+from mfg_pde.backends._base import RESIDUAL_THREAD_MIN_POINTS, BaseBackend, host_threads
 
 _dgtsv = lapack.dgtsv
 
@@ -327,17 +328,32 @@ class NumpyBackend(BaseBackend):
 
         def residual(U, M, f, constants, periodic):
             U = np.ascontiguousarray(U, dtype=np.float64)
-            nx, ny = U.shape[1:]
-            return equation_residual_2d(
+            levels, nx, ny = U.shape[0] - 1, U.shape[1], U.shape[2]
+            F, G = np.empty((levels, nx, ny)), np.empty((levels, nx, ny))
+            args = (
                 U,
                 np.ascontiguousarray(M, dtype=np.float64),
-                np.ascontiguousarray(np.broadcast_to(f, (U.shape[0] - 1, nx, ny)), np.float64),
+                np.ascontiguousarray(np.broadcast_to(f, (levels, nx, ny)), np.float64),
                 *(float(v) for v in constants),
                 neighbour_counts(nx, bool(periodic[0])),
                 neighbour_counts(ny, bool(periodic[1])),
                 bool(periodic[0]),
                 bool(periodic[1]),
+                F,
+                G,
             )
+            # The levels are independent: two ranges in two threads on a large grid
+            # (the same numbers; 45 ms per evaluation at 128^2 x 100 on one thread).
+            threads = host_threads(2) if levels * nx * ny >= RESIDUAL_THREAD_MIN_POINTS else 1
+            bounds = np.linspace(0, levels, threads + 1).astype(int)
+            ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+            if threads == 1:
+                equation_residual_2d(*args, 0, levels)
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    for job in [pool.submit(equation_residual_2d, *args, *r) for r in ranges]:
+                        job.result()
+            return F, G
 
         return residual
 

@@ -28,7 +28,6 @@ members do and however the members are split.
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -45,9 +44,11 @@ from mfg_pde.alg.numerical._fixed_point_iteration import (
 from mfg_pde.alg.numerical._fixed_point_result import fixed_point_result
 from mfg_pde.alg.numerical.fp_fdm import FPFDMSolver
 from mfg_pde.alg.numerical.hjb_fdm import HJBFDMSolver
+from mfg_pde.backends._base import host_threads
 
 #: Ranges of members solved at once in threads (at most one per core this process may
-#: use): the compiled passes release the GIL, the Python in between does not.
+#: use, and one with ``NUMBA_NUM_THREADS=1``): the compiled passes release the GIL, the
+#: Python in between does not.
 MEMBER_CHUNKS = 2
 
 #: How a member's value sits in the stack, by IterationState (and StallState) field:
@@ -120,7 +121,7 @@ def solve_stacked(
             abandon,
         )
 
-    chunks = min(MEMBER_CHUNKS, len(members), _cores())
+    chunks = min(len(members), host_threads(MEMBER_CHUNKS))
     bounds = np.linspace(0, len(members), chunks + 1).astype(int)
     ranges = [range(a, z) for a, z in zip(bounds[:-1], bounds[1:], strict=True)]
     if len(ranges) == 1:
@@ -215,14 +216,6 @@ def _costs(b: Any, p: Any, member_arrays: list, arrays: dict, M: Any) -> Any:
         for j, i in enumerate(arrays["active"])
     ]
     return b.xp.stack(levels, axis=1)
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _stacked_arrays(b: Any, member_arrays: list, active: list) -> dict:
