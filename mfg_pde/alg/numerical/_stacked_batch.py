@@ -257,39 +257,40 @@ def _stack(b: Any, states: list) -> Any:
 
 def _member(state: Any, j: int) -> Any:
     """Member ``j``'s single state (the shapes a single solve ends with)."""
-    out = {}
-    for name in state._fields:
-        value, kind = getattr(state, name), _KINDS[name]
-        if value is None:
-            out[name] = None
-        elif kind == "field":
-            out[name] = value[:, j]
-        elif kind == "history":
-            out[name] = value[j]
-        elif kind == "scalar":
-            out[name] = value[j, 0]
-        elif kind == "per member":
-            out[name] = value[j]
-        else:
-            out[name] = _member(value, j)
-    return type(state)(**out)
+    return _per_kind(
+        state,
+        {
+            "field": lambda v: v[:, j],
+            "history": lambda v: v[j],
+            "scalar": lambda v: v[j, 0],
+            "per member": lambda v: v[j],
+        },
+    )
 
 
 def _take(b: Any, state: Any, keep: np.ndarray) -> Any:
     """The members ``keep`` of the stack, in order."""
-    xp = b.xp
-    index = xp.asarray(keep)
+    xp, index = b.xp, b.xp.asarray(keep)
+    rows = lambda v: xp.take(v, index, axis=0)  # noqa: E731
+    return _per_kind(
+        state,
+        {
+            "field": lambda v: xp.take(v, index, axis=1),
+            "history": rows,
+            "scalar": rows,
+            "per member": lambda v: tuple(v[int(j)] for j in keep),
+        },
+    )
+
+
+def _per_kind(state: Any, how: dict) -> Any:
+    """``state`` with ``how[kind]`` applied to each field by its kind (:data:`_KINDS`),
+    nested states field by field."""
     out = {}
     for name in state._fields:
         value, kind = getattr(state, name), _KINDS[name]
         if value is None:
             out[name] = None
-        elif kind == "field":
-            out[name] = xp.take(value, index, axis=1)
-        elif kind in ("history", "scalar"):
-            out[name] = xp.take(value, index, axis=0)
-        elif kind == "per member":
-            out[name] = tuple(value[int(j)] for j in keep)
         else:
-            out[name] = _take(b, value, keep)
+            out[name] = _per_kind(value, how) if kind == "nested" else how[kind](value)
     return type(state)(**out)
