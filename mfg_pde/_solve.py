@@ -247,8 +247,10 @@ def solve_mfg_batch(
     numba and torch on the CPU a 1D ``"fdm"`` batch (with any of the fixed point's
     options) stacks the members' iterations, two ranges of members in two threads, each
     member leaving the stack when it stops; every member gets its own solve's numbers,
-    to the bit on numpy (:mod:`mfg_pde.alg.numerical._stacked_batch`). Elsewhere (other
-    methods, 2D, progress reporting) the members are solved one after another. The
+    to the bit on numpy (:mod:`mfg_pde.alg.numerical._stacked_batch`); a 2D ``"fdm"``
+    batch there solves its members two at a time in threads (their compiled marches
+    release the GIL). Elsewhere (other methods, progress reporting) the members are
+    solved one after another. The
     members' ``timings`` hold the batch's ``batch_total`` and ``batch_size``.
     """
     if not isinstance(batch, dict) or not batch:
@@ -271,7 +273,11 @@ def solve_mfg_batch(
     # Building each member validates its values (sigma >= 0, control_cost > 0, finite).
     members = [problem.replace(**{k: float(v[i]) for k, v in values.items()}) for i in range(size)]
 
-    from mfg_pde.alg.numerical._stacked_batch import runs_stacked
+    from mfg_pde.alg.numerical._stacked_batch import (
+        runs_members_in_threads,
+        runs_stacked,
+        solve_in_threads,
+    )
 
     start = time.perf_counter()
     b = create_backend(backend)
@@ -281,6 +287,8 @@ def solve_mfg_batch(
         results = _solve_vmapped(iterator, members, values, _pick(options, _SOLVE_OPTIONS))
     elif iterator is not None and runs_stacked(iterator) and not reports:
         results = _solve_stacked(iterator, members, method, b, options)
+    elif iterator is not None and runs_members_in_threads(iterator) and not reports:
+        results = solve_in_threads(members, lambda m: solve_mfg(m, method, b, **options))
     else:  # one solve_mfg per member: other backends and methods, progress reporting
         results = [solve_mfg(m, method, b, **options) for m in members]
     total = time.perf_counter() - start

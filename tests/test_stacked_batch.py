@@ -231,3 +231,20 @@ def test_the_threaded_kernels_leave_numbas_threading_layer_unstarted():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"], indirect=True)
+def test_a_2d_batch_solves_its_members_in_threads_each_as_alone(backend):
+    """2D: the members' own solves, two at a time in threads (their compiled marches
+    release the GIL): each member's arrays and record are its single solve's."""
+    from mfg_pde.problems import hello_2d_example
+
+    problem = hello_2d_example(Nx=(16, 12), Nt=8)
+    iterator = _iterator(problem, "fdm", backend, {})
+    assert _stacked_batch.runs_members_in_threads(iterator)
+    batch = {"sigma": [0.1, 0.2, 0.3]}
+    results = solve_mfg_batch(problem, batch, backend=backend)
+    for result, sigma in zip(results, batch["sigma"], strict=True):
+        single = solve_mfg(problem.replace(sigma=sigma), backend=backend)
+        assert result.converged and result.timings["batch_size"] == 3
+        assert_same_solve(result, single)

@@ -96,7 +96,7 @@ def hjb_march_noflux(
     return U, failures, most
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def hjb_march_2d(
     g,
     f,
@@ -199,7 +199,7 @@ def hjb_march_2d(
     return U, failures, most, krylov
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def fp_march_2d(
     U,
     m0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -15,6 +16,7 @@ from mfg_pde.backends import BaseBackend, create_backend
 #: Compiled programs kept per (backend, static structure); the oldest is dropped first.
 COMPILED_CACHE_SIZE = 32
 _compiled: OrderedDict[Hashable, Callable] = OrderedDict()
+_compiled_lock = threading.RLock()
 
 
 def compiled_program(
@@ -30,15 +32,16 @@ def compiled_program(
     whether it was built by this call (on jax its first call will compile).
     """
     full_key = (*backend.program_key, *key)
-    fn = _compiled.get(full_key)
-    if fn is not None:
-        _compiled.move_to_end(full_key)
-        return fn, False
-    fn = backend.jit(build())
-    _compiled[full_key] = fn
-    while len(_compiled) > COMPILED_CACHE_SIZE:
-        _compiled.popitem(last=False)
-    return fn, True
+    with _compiled_lock:  # batches solve members in threads
+        fn = _compiled.get(full_key)
+        if fn is not None:
+            _compiled.move_to_end(full_key)
+            return fn, False
+        fn = backend.jit(build())
+        _compiled[full_key] = fn
+        while len(_compiled) > COMPILED_CACHE_SIZE:
+            _compiled.popitem(last=False)
+        return fn, True
 
 
 def check_solve_arguments(
