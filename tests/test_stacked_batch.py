@@ -248,3 +248,16 @@ def test_a_2d_batch_solves_its_members_in_threads_each_as_alone(backend):
         single = solve_mfg(problem.replace(sigma=sigma), backend=backend)
         assert result.converged and result.timings["batch_size"] == 3
         assert_same_solve(result, single)
+
+
+def test_thread_limits_of_the_process_are_respected(monkeypatch):
+    """``OMP_NUM_THREADS=1`` (what Dask's workers set) keeps the host kernels and the
+    batches in the calling thread; unset or larger, two threads where two cores are."""
+    from mfg_pde.backends._base import host_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert host_threads(2) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert host_threads(2) == min(2, host_threads(64))
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= host_threads(2) <= 2

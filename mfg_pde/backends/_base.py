@@ -46,8 +46,10 @@ RESIDUAL_THREAD_MIN_POINTS = 100_000
 def host_threads(limit: int) -> int:
     """Threads for the compiled host kernels that split their work (particle chunks,
     batch members, 2D residual levels): at most ``limit``, the cores this process may
-    use and ``NUMBA_NUM_THREADS`` (set to 1 it makes every such kernel run in the
-    calling thread; results never depend on it).
+    use, ``NUMBA_NUM_THREADS`` and ``OMP_NUM_THREADS`` (either set to 1 makes every such
+    kernel run in the calling thread; results never depend on it). Dask's worker
+    processes set ``OMP_NUM_THREADS=1``, so a sweep's chunks do not oversubscribe the
+    cores its workers already share out.
 
     Read from numba's configuration, not ``numba.get_num_threads()``: that call starts
     numba's OpenMP threading layer, which is not fork-safe, and these kernels run in a
@@ -61,6 +63,9 @@ def host_threads(limit: int) -> int:
         from numba import config
 
         cores = min(cores, int(config.NUMBA_NUM_THREADS))
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:
+        cores = min(cores, int(omp))
     return max(1, min(limit, cores))
 
 
