@@ -73,14 +73,7 @@ def runs_stacked(iterator: Any) -> bool:
     window) on a backend with the compiled 1D passes
     (:meth:`~mfg_pde.backends.BaseBackend.fdm_1d_kernels`: numpy with numba, torch on
     the CPU; jax vmaps its whole program instead)."""
-    b, p = iterator.backend, iterator.problem
-    return (
-        p.dim == 1
-        and type(iterator.hjb_solver) is HJBFDMSolver
-        and type(iterator.fp_solver) is FPFDMSolver
-        and iterator.compile
-        and b.fdm_1d_kernels() is not None
-    )
+    return _compiled_fdm(iterator, 1) and iterator.backend.fdm_1d_kernels() is not None
 
 
 def runs_members_in_threads(iterator: Any) -> bool:
@@ -90,15 +83,22 @@ def runs_members_in_threads(iterator: Any) -> bool:
     member's solve is ~95% inside them (128² x 100: 14 of 15.5 s), so two members run at
     once on two cores; in 1D the Python between the marches dominates and the members
     are stacked instead (:func:`solve_stacked`)."""
-    b, p = iterator.backend, iterator.problem
+    b = iterator.backend
     return (
-        p.dim == 2
-        and type(iterator.hjb_solver) is HJBFDMSolver
-        and type(iterator.fp_solver) is FPFDMSolver
-        and iterator.compile
+        _compiled_fdm(iterator, 2)
         and not b.has_capability("kernel_fusion")
         and b.hjb_march_2d_kernel() is not None
         and b.fp_march_2d_kernel() is not None
+    )
+
+
+def _compiled_fdm(iterator: Any, dim: int) -> bool:
+    """A finite-difference fixed point (HJB and FP) in ``dim`` dimensions, compiled."""
+    return (
+        iterator.problem.dim == dim
+        and type(iterator.hjb_solver) is HJBFDMSolver
+        and type(iterator.fp_solver) is FPFDMSolver
+        and iterator.compile
     )
 
 
