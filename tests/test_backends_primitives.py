@@ -472,6 +472,27 @@ def test_different_seeds_and_successive_draws_differ(backend):
     assert not np.array_equal(first, other_seed)
 
 
+@pytest.mark.parametrize("shape", [(1, 37), (2, 16)])
+def test_normal_steps_are_the_step_by_step_draws(backend, shape):
+    """``normal_steps`` (one call on numpy, one compiled scan on jax) draws the values
+    of ``normal`` called vector by vector, step by step, and leaves the stream where
+    those calls leave it: a particle march that keeps its draws and one that draws
+    each step get the same numbers."""
+    steps = 5
+    key, Z = backend.normal_steps(backend.random_key(9), steps, shape)
+    assert tuple(Z.shape) == (steps, *shape)
+    stepwise, one_by_one = [], backend.random_key(9)
+    for _ in range(steps * shape[0]):
+        one_by_one, z = backend.normal(one_by_one, shape[-1:])
+        stepwise.append(backend.to_numpy(z))
+    expected = np.stack(stepwise).reshape(steps, *shape)
+    np.testing.assert_array_equal(backend.to_numpy(Z), expected)
+    np.testing.assert_array_equal(
+        backend.to_numpy(backend.normal(key, (3,))[1]),
+        backend.to_numpy(backend.normal(one_by_one, (3,))[1]),
+    )
+
+
 def test_normal_and_uniform_statistics(backend):
     n = 100_000
     key = backend.random_key(123)

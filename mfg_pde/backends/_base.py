@@ -178,6 +178,27 @@ class BaseBackend(Interpolation, LinearSolves, DensityEstimation, ControlFlow, a
     def uniform(self, key: Any, shape: Sequence[int]) -> tuple[Any, Any]:
         """Uniform variates on [0, 1): returns ``(new_key, sample)``."""
 
+    def normal_steps(self, key: Any, steps: int, shape: Sequence[int]) -> tuple[Any, Any]:
+        """``(new_key, Z)``, ``Z`` of shape ``(steps, *shape)``: the variates that
+        ``steps * prod(shape[:-1])`` calls ``normal(key, shape[-1:])`` draw one after
+        another (a march drawing each step's vectors in turn gets these values).
+
+        Here a :meth:`scan` over the steps; NumPy's stream does not depend on how its
+        draws are split, so its backend draws them in one call, without stacking.
+        """
+        xp, vectors = self.xp, int(np.prod(shape[:-1], dtype=np.int64))
+
+        def step(key: Any, _: Any) -> tuple[Any, Any]:
+            rows = []
+            for _vector in range(vectors):
+                key, z = self.normal(key, tuple(shape[-1:]))
+                rows.append(z)
+            if vectors == 1:  # a view: stacking one array would copy it
+                return key, xp.reshape(rows[0], tuple(shape))
+            return key, xp.reshape(xp.stack(rows), tuple(shape))
+
+        return self.scan(step, key, length=steps)
+
     # -- what the backend can do ---------------------------------------------------------
     @abc.abstractmethod
     def has_capability(self, name: str) -> bool:

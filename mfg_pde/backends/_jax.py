@@ -6,6 +6,7 @@ per-array switch, and every solver here computes in float64.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,27 @@ def _thomas_scan(lower: Any, diag: Any, upper: Any, rhs: Any) -> Any:
 
     _, x = jax.lax.scan(backward, zero, (c_star, d_star), reverse=True)
     return jnp.moveaxis(x, 0, -1)
+
+
+def _normal(key: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    key, sub = jax.random.split(key)
+    return key, jax.random.normal(sub, shape, dtype=jnp.float64)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _normal_steps(key: Any, steps: int, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """:meth:`BaseBackend.normal_steps`, jitted at module level (compiled once per
+    shape; called eagerly, the scan would trace and compile its body on every call)."""
+    vectors = math.prod(shape[:-1])
+
+    def step(key: Any, _: Any) -> tuple[Any, Any]:
+        rows = []
+        for _vector in range(vectors):
+            key, z = _normal(key, shape[-1:])
+            rows.append(z)
+        return key, jnp.reshape(jnp.stack(rows), shape)
+
+    return jax.lax.scan(step, key, length=steps)
 
 
 class JAXBackend(BaseBackend):
@@ -147,8 +169,10 @@ class JAXBackend(BaseBackend):
         return jax.random.key(seed)
 
     def normal(self, key: Any, shape) -> tuple:
-        key, sub = jax.random.split(key)
-        return key, jax.random.normal(sub, tuple(shape), dtype=jnp.float64)
+        return _normal(key, tuple(shape))
+
+    def normal_steps(self, key: Any, steps: int, shape) -> tuple:
+        return _normal_steps(key, int(steps), tuple(int(n) for n in shape))
 
     def uniform(self, key: Any, shape) -> tuple:
         key, sub = jax.random.split(key)

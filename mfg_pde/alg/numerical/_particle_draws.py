@@ -39,19 +39,8 @@ def make_draws(solver: Any) -> tuple[tuple[Any, ...], Any]:
     from ``solver.seed``. The march scales them by ``σ √dt``: unscaled, the same draws
     serve every σ (a batch over σ in one compiled program)."""
     b, p = solver.march_backend, solver.problem
-    xp, n = b.xp, solver.num_particles
     key, X0 = solver._initial_positions(b.random_key(solver.seed))
-
-    def step(key: Any, _: Any) -> tuple[Any, Any]:
-        normals = []
-        for _axis in range(p.dim):
-            key, z = b.normal(key, (n,))
-            normals.append(z)
-        if p.dim == 1:  # a view: stacking one array would copy it
-            return key, normals[0][None, ...]
-        return key, xp.stack(normals)
-
-    _, normals = b.scan(step, key, length=p.Nt)
+    _, normals = b.normal_steps(key, p.Nt, (p.dim, solver.num_particles))
     return X0, normals
 
 
