@@ -217,14 +217,12 @@ class JAXBackend(BaseBackend):
             )
             use_guess = guess is not None
 
-            def on_host(fields: np.ndarray) -> tuple:
-                fields = np.asarray(fields)  # jax hands the callback jax arrays
-                values = _read_constants(fields, len(constants))
+            def on_host(f, g, values, *guess) -> tuple:
                 U, failures, most, krylov = march(
-                    fields[levels],
-                    fields[:levels],
-                    fields[levels + 1 : -1] if use_guess else None,
-                    values,
+                    np.asarray(g),
+                    np.asarray(f),
+                    np.asarray(guess[0]) if use_guess else None,
+                    tuple(float(v) for v in np.asarray(values)),
                     *options,
                 )
                 return (
@@ -234,11 +232,10 @@ class JAXBackend(BaseBackend):
                     np.asarray(krylov, dtype=np.int64),
                 )
 
-            # One stacked argument (each argument of a callback costs ~30-90 µs): f, g,
-            # the guess, and a plane whose first entries carry the constants.
-            planes = [f, g[None, ...], *([guess] if use_guess else [])]
-            fields = jnp.concatenate([*planes, _constants_plane(constants, shape)], axis=0)
-            return jax.pure_callback(on_host, results, fields, vmap_method="sequential")
+            # The fields as separate arguments: a callback's argument costs ~30-90 µs,
+            # while stacking them into one would copy ~27 MB at 128^2 x 100 (~20 ms).
+            fields = (f, g, _constants_vector(constants), *([guess] if use_guess else []))
+            return jax.pure_callback(on_host, results, *fields, vmap_method="sequential")
 
         return on_host_arrays
 
@@ -253,16 +250,46 @@ class JAXBackend(BaseBackend):
 
         def on_host_arrays(U, m0, constants, *options):
             result = jax.ShapeDtypeStruct(tuple(U.shape), jnp.float64)
-            shape = tuple(m0.shape)
 
-            def on_host(fields: np.ndarray) -> np.ndarray:
-                fields = np.asarray(fields)  # jax hands the callback jax arrays
-                values = _read_constants(fields, len(constants))
-                M = march(fields[:-2], fields[-2], values, *options)
+            def on_host(U, m0, values) -> np.ndarray:
+                values = tuple(float(v) for v in np.asarray(values))
+                M = march(np.asarray(U), np.asarray(m0), values, *options)
                 return np.asarray(M, dtype=np.float64)
 
-            fields = jnp.concatenate([U, m0[None, ...], _constants_plane(constants, shape)])
-            return jax.pure_callback(on_host, result, fields, vmap_method="sequential")
+            # Separate arguments, not one stacked copy (see the HJB march above).
+            values = _constants_vector(constants)
+            return jax.pure_callback(on_host, result, U, m0, values, vmap_method="sequential")
+
+        return on_host_arrays
+
+    def equation_residual_2d_kernel(self) -> Any:
+        """On the CPU with numba, the NumPy backend's compiled 2D residual through one
+        ``jax.pure_callback`` (see :meth:`BaseBackend.equation_residual_2d_kernel`):
+        at 128^2 x 100 the host pass (two threads) and the copies take ~15-20 ms where
+        XLA's fused array version takes ~53 ms, once per fixed-point iteration. None on
+        a GPU or without numba, where the array version runs."""
+        host = _host_numpy() if self._device.platform == "cpu" else None
+        residual = None if host is None else host.equation_residual_2d_kernel()
+        if residual is None:
+            return None
+
+        def on_host_arrays(U, M, f, constants, periodic):
+            levels = U.shape[0] - 1
+            shape = tuple(U.shape[1:])
+            result = jax.ShapeDtypeStruct((levels, *shape), jnp.float64)
+
+            def on_host(U, M, f, values) -> tuple:
+                values = tuple(float(v) for v in np.asarray(values))
+                F, G = residual(np.asarray(U), np.asarray(M), np.asarray(f), values, periodic)
+                return np.asarray(F, dtype=np.float64), np.asarray(G, dtype=np.float64)
+
+            # The fields as separate arguments: a callback's argument costs ~30-90 µs,
+            # while stacking them into one would copy 40 MB at 128^2 x 100 (~25 ms).
+            values = _constants_vector(constants)
+            f = jnp.broadcast_to(f, (levels, *shape))
+            return jax.pure_callback(
+                on_host, (result, result), U, M, f, values, vmap_method="sequential"
+            )
 
         return on_host_arrays
 
@@ -378,16 +405,7 @@ def _host_numpy() -> Any:
 _HOST: Any = None
 
 
-def _constants_plane(constants: tuple, shape: tuple) -> Any:
-    """``(1, *shape)``: a plane of a host callback's stacked argument whose first
-    entries carry ``constants`` (traced scalars), so that they cross with the arrays."""
-    plane = jnp.zeros(math.prod(shape), jnp.float64)
-    plane = plane.at[: len(constants)].set(
-        jnp.stack([jnp.asarray(v, jnp.float64) for v in constants])
-    )
-    return plane.reshape(shape)[None, ...]
-
-
-def _read_constants(fields: np.ndarray, count: int) -> tuple:
-    """The constants that :func:`_constants_plane` put in the last plane of ``fields``."""
-    return tuple(float(v) for v in fields[-1].reshape(-1)[:count])
+def _constants_vector(constants: tuple) -> Any:
+    """The constants (floats or traced scalars) of a host callback as one float64
+    vector, an argument of their own."""
+    return jnp.stack([jnp.asarray(v, jnp.float64) for v in constants])

@@ -185,8 +185,9 @@ class LinearSolves:
         arrays, ``f`` (Nt, nx, ny) the running cost at levels 1..Nt, ``constants =
         (dx, dy, dt, nu, control_cost)``; the contract of
         :func:`mfg_pde.backends._numba_marches.equation_residual_2d`. numpy with numba
-        provides it and torch on the CPU calls it on the tensors' memory; jax keeps its
-        fused array version.
+        provides it, torch on the CPU calls it on the tensors' memory and jax on the
+        CPU through one ``jax.pure_callback`` (the fields passed as separate arguments:
+        ~30 ms per evaluation at 128^2 x 100 where XLA's fused array version takes ~53).
         """
         return None
 
