@@ -63,6 +63,7 @@ FULL = {
     "repeats": 5,
     "particles": 100_000,
     "particle_iterations": 20,
+    "particle_repeats": 3,
     "scaling": ((101, 50), (1001, 100), (1001, 1000), (10001, 100), (10001, 1000)),
     "scaling_iterations": 3,
     "batch": 100,
@@ -71,6 +72,7 @@ QUICK = {
     "repeats": 2,
     "particles": 5_000,
     "particle_iterations": 3,
+    "particle_repeats": 1,
     "scaling": ((101, 50), (1001, 100)),
     "scaling_iterations": 2,
     "batch": 4,
@@ -110,7 +112,7 @@ def bench_solves(names: list[str], cfg: dict, model: dict) -> list[dict]:
             )
         for name in names:
             first, t_first = _timed(lambda: solve_mfg(problem, method, name, **options))  # noqa: B023
-            repeats = cfg["repeats"] if method == "fdm" else 1
+            repeats = cfg["repeats"] if method == "fdm" else cfg["particle_repeats"]
             best = min(
                 _timed(lambda: solve_mfg(problem, method, name, **options))[1]  # noqa: B023
                 for _ in range(repeats)
