@@ -14,9 +14,18 @@ equivalent NumPy expression makes 8-10 passes with temporaries.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numba
 import numpy as np
+
+from mfg_pde._numba_cache import drop_stale_caches
+
+#: The kernel modules that call one another's compiled functions (all import this one
+#: first): numba checks a cached kernel against its own file only, so their caches are
+#: dropped together when any of them changed (see :mod:`mfg_pde._numba_cache`).
+KERNEL_MODULES = ("_numba_fdm1d", "_numba_kernels", "_numba_marches", "_numba_rows")
+drop_stale_caches(Path(__file__).parent, KERNEL_MODULES)
 
 
 @numba.njit(cache=True)

@@ -9,10 +9,16 @@ work lists), and numba's thread pool next to torch's oversubscribes small machin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numba
 import numpy as np
 
+from mfg_pde._numba_cache import drop_stale_caches
 from mfg_pde.geometry._tree_numpy import FINEST, KEY_LEVEL, spread_bits
+
+# spread_bits is compiled here but cached under _tree_numpy's name (see _numba_cache).
+drop_stale_caches(Path(__file__).parent, ("_tree_numba", "_tree_numpy"))
 
 _spread = numba.njit(cache=True)(spread_bits)
 
