@@ -317,8 +317,10 @@ PARTICLE_THREAD_MIN_STEPS = 200_000
 
 #: The most bytes the chunks' fine grids take: the steps are marched, binned and
 #: smoothed in blocks of as many levels as fit (the hello problem's 50 levels of
-#: 41,089 fine points, 33 MB, are one block; 1000 levels would be 20).
-PARTICLE_GRID_BYTES = 2**26
+#: 41,089 fine points go in two blocks of 25; 1000 levels in 40). A solver's first march
+#: touches this memory for the first time: 16 MB took 45 ms against 78 ms for 64 MB
+#: (median of 6, hello, 10^5 particles), later marches the same ~26 ms either way.
+PARTICLE_GRID_BYTES = 2**24
 
 
 class ParticleMarch1D:
