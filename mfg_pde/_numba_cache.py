@@ -10,8 +10,10 @@ which invalidates everything anyway.)
 So each group of kernel modules that call into one another is checked as a whole: a
 digest of the group's sources is kept beside numba's cache files in ``__pycache__``,
 and when the sources no longer match it, the group's cache files are deleted before
-any of its kernels is loaded, and numba compiles them again. Nothing happens where the
-directory cannot be written (numba then caches elsewhere or not at all).
+any of its kernels is loaded, and numba compiles them again. Only numba's default
+location is checked, ``__pycache__`` beside the sources: where that directory cannot be
+written, or ``NUMBA_CACHE_DIR`` moves the cache, numba caches elsewhere and nothing
+here sees those files (clear them by hand after editing a kernel module).
 """
 
 from __future__ import annotations
